@@ -1,0 +1,1 @@
+"""nalaformer.diagnostics"""
