@@ -1,0 +1,78 @@
+"""Naive recurrent delta rule: the ground-truth reference, written as the textbook matrix recurrence.
+
+Per head, with the state ``S [Dk, Dv]``::
+
+    S_t = alpha_t (I - beta_t k_t k_tᵀ) S_{t-1} + beta_t k_t v_tᵀ,     o_t = S_tᵀ (scale q_t)
+
+``alpha_t = exp(g_t)`` (Gated DeltaNet) or 1 (DeltaNet). The transition matrix is built explicitly, one step at a
+time, so this file shares no algebra with the chunked and recurrent forms it checks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nalaformer.ops.delta_rule.inputs import run_delta_rule_form
+
+
+def _naive_core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    state: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    key_dim = q.shape[-1]
+    identity = torch.eye(key_dim, dtype=q.dtype, device=q.device)
+    outputs = []
+    for t in range(q.shape[1]):
+        k_t, v_t, beta_t = k[:, t], v[:, t], beta[:, t, :, None, None]
+        transition = identity - beta_t * k_t[..., :, None] * k_t[..., None, :]
+        if g is not None:
+            transition = g[:, t, :, None, None].exp() * transition
+        state = transition @ state + beta_t * k_t[..., :, None] * v_t[..., None, :]
+        outputs.append((state * q[:, t, :, :, None]).sum(-2))
+    return torch.stack(outputs, dim=1), state
+
+
+def naive_recurrent_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    g: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    attention_mask: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Reference delta rule (DeltaNet; Gated DeltaNet when ``g`` is given), one explicit step per token.
+
+    Slow (a ``Dk × Dk`` transition per step); use it to check the other forms. Same arguments, returns and rules as
+    ``nalaformer.ops.delta_rule.delta_rule``:
+
+    Args:
+        q: ``[B, T, H, Dk]`` queries, float. Output dtype follows ``q``.
+        k: ``[B, T, H, Dk]`` keys, dtype of ``q``; assumed L2-normalised by the caller (``||k_t|| <= 1``).
+        v: ``[B, T, H, Dv]`` values, dtype of ``q``.
+        beta: ``[B, T, H]`` write strengths in (0, 1), or (0, 2) to allow negative eigenvalues; any float dtype.
+        g: ``[B, T, H]`` log decay ``log alpha_t <= 0`` (Gated DeltaNet), any float dtype; default ``None``
+            (DeltaNet, ``alpha_t = 1``).
+        scale: query scale; default ``None`` = ``Dk ** -0.5``.
+        initial_state: ``[B, H, Dk, Dv]`` (``[N, H, Dk, Dv]`` with ``cu_seqlens``) state to resume from, any float
+            dtype; default ``None`` = zeros.
+        output_final_state: also return the final state; default ``False``.
+        attention_mask: ``[B, T]`` bool / 0-1 (1 = real token); padded tokens leave the state untouched and output
+            zeros. Default ``None``.
+        cu_seqlens: ``[N + 1]`` integer cumulative lengths of ``N`` sequences packed in ``B == 1``; default ``None``.
+
+    Returns:
+        ``o [B, T, H, Dv]`` in the dtype of ``q``, or ``(o, final_state)`` with ``final_state [B, H, Dk, Dv]`` in fp32
+        (fp64 for fp64 inputs) when ``output_final_state``.
+    """
+    return run_delta_rule_form(
+        _naive_core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens
+    )

@@ -1,0 +1,74 @@
+"""Recurrent delta rule for decoding: one token (or a short run of tokens) at a time from a cached state.
+
+The update is applied as a rank-1 correction, ``O(Dk · Dv)`` per token instead of the naive ``O(Dk² · Dv)``::
+
+    S ← alpha_t S;   u_t = beta_t (v_t - Sᵀ k_t);   S ← S + k_t u_tᵀ;   o_t = Sᵀ (scale q_t)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nalaformer.ops.delta_rule.inputs import run_delta_rule_form
+
+
+def _recurrent_core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    state: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    outputs = []
+    for t in range(q.shape[1]):
+        if g is not None:
+            state = state * g[:, t, :, None, None].exp()
+        k_t = k[:, t]
+        # What the state currently returns for k_t, replaced by v_t with strength beta_t.
+        new_value = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k_t, state))
+        state = state + k_t[..., :, None] * new_value[..., None, :]
+        outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], state))
+    return torch.stack(outputs, dim=1), state
+
+
+def recurrent_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    g: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    attention_mask: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Delta rule (DeltaNet; Gated DeltaNet when ``g`` is given) stepped token by token: the decoding path.
+
+    Meant for ``T = 1`` (or a few tokens) with the state returned by a previous call; for long sequences use
+    ``chunk_delta_rule``. Same arguments, returns and rules as ``nalaformer.ops.delta_rule.delta_rule``:
+
+    Args:
+        q: ``[B, T, H, Dk]`` queries, float. Output dtype follows ``q``.
+        k: ``[B, T, H, Dk]`` keys, dtype of ``q``; assumed L2-normalised by the caller (``||k_t|| <= 1``).
+        v: ``[B, T, H, Dv]`` values, dtype of ``q``.
+        beta: ``[B, T, H]`` write strengths in (0, 1), or (0, 2) to allow negative eigenvalues; any float dtype.
+        g: ``[B, T, H]`` log decay ``log alpha_t <= 0`` (Gated DeltaNet), any float dtype; default ``None``
+            (DeltaNet, ``alpha_t = 1``).
+        scale: query scale; default ``None`` = ``Dk ** -0.5``.
+        initial_state: ``[B, H, Dk, Dv]`` (``[N, H, Dk, Dv]`` with ``cu_seqlens``) state to resume from, any float
+            dtype; default ``None`` = zeros.
+        output_final_state: also return the final state; default ``False``.
+        attention_mask: ``[B, T]`` bool / 0-1 (1 = real token); padded tokens leave the state untouched and output
+            zeros. Default ``None``.
+        cu_seqlens: ``[N + 1]`` integer cumulative lengths of ``N`` sequences packed in ``B == 1``; default ``None``.
+
+    Returns:
+        ``o [B, T, H, Dv]`` in the dtype of ``q``, or ``(o, final_state)`` with ``final_state [B, H, Dk, Dv]`` in fp32
+        (fp64 for fp64 inputs) when ``output_final_state``.
+    """
+    return run_delta_rule_form(
+        _recurrent_core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens
+    )
