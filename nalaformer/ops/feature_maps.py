@@ -1,0 +1,203 @@
+"""Feature maps ``x -> phi(x)`` for normalised linear attention.
+
+Every map acts on the last dimension of a ``[..., D]`` tensor and returns fp32 features ``[..., F]``. NaLa's maps and
+every baseline's live here so the attention forms in :mod:`nalaformer.ops.linear_attention` are shared by all methods.
+
+NaLa (the released code's defaults, PAPER.md §1.7):
+
+- query: ``n = ||q||``, ``q_hat = q / n``, ``p = lam * (tau + tanh(n / temperature))``,
+  ``phi_q = [relu(q_hat)^p, relu(-q_hat)^p]`` (the exponent grows with the query norm: norm awareness);
+- key: ``phi_k = [relu(k)^lam, relu(-k)^lam]``.
+
+The sign split keeps same-sign products and drops opposite-sign ones. The paper's cosine-inhibit variant
+(Eq. 16-17) instead multiplies the magnitudes by ``[cos(theta), sin(theta)]`` with
+``theta = (pi / 4) * tanh(alpha * x_hat)``; as ``alpha`` grows it approaches the sign split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from nalaformer.ops.validation import check_choice, check_float_tensor
+
+INHIBIT_MODES = ("sign", "cosine", "none")
+
+
+def safe_pow(x: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
+    """``x ** p`` for ``x >= 0`` that is exactly 0 at ``x == 0`` with finite gradients (also w.r.t. ``p``)."""
+    positive = x > 0
+    base = torch.where(positive, x, torch.ones_like(x))
+    return torch.where(positive, base.pow(p), torch.zeros_like(x))
+
+
+def l2_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``||x||_2`` over the last dimension, ``[..., 1]``, floored at ``eps`` so that zero vectors stay finite."""
+    return (x * x).sum(dim=-1, keepdim=True).clamp_min(eps * eps).sqrt()
+
+
+def _split(magnitude: torch.Tensor, direction: torch.Tensor, inhibit: str, alpha: float) -> torch.Tensor:
+    """Turn per-dimension magnitudes into features: sign split, cosine inhibit, or positive part only."""
+    if inhibit == "sign":
+        zero = torch.zeros_like(magnitude)
+        return torch.cat([torch.where(direction > 0, magnitude, zero), torch.where(direction < 0, magnitude, zero)], -1)
+    if inhibit == "cosine":
+        theta = (math.pi / 4) * torch.tanh(alpha * direction)
+        return torch.cat([magnitude * torch.cos(theta), magnitude * torch.sin(theta)], dim=-1)
+    return torch.where(direction > 0, magnitude, torch.zeros_like(magnitude))
+
+
+def nala_exponent(q_norm: torch.Tensor, lam: float = 3.0, tau: float = 0.5, temperature: float = 1.0) -> torch.Tensor:
+    """NaLa's norm-aware exponent ``p = lam * (tau + tanh(||q|| / temperature))`` (PAPER.md Eq. 8)."""
+    return lam * (tau + torch.tanh(q_norm / temperature))
+
+
+def nala_query_map(
+    q: torch.Tensor,
+    lam: float = 3.0,
+    tau: float = 0.5,
+    temperature: float = 1.0,
+    eps: float = 1e-6,
+    inhibit: str = "sign",
+    alpha: float = 20.0,
+    power: float | None = None,
+) -> torch.Tensor:
+    """NaLa's query feature map.
+
+    Args:
+        q (torch.Tensor): queries ``[..., D]``, any float dtype (computed in fp32).
+        lam (float): the exponent scale lambda. Default: 3.0 (released code).
+        tau (float): the exponent offset. Default: 0.5.
+        temperature (float): divides ``||q||`` inside tanh; values > 1 delay the exponent's saturation
+            (our extension for studying it). Default: 1.0 (released code).
+        eps (float): floor of ``||q||`` so that a zero query gives zero features and finite gradients. Default: 1e-6.
+        inhibit (str): ``"sign"`` (released code: ``[relu(q_hat)^p, relu(-q_hat)^p]``), ``"cosine"`` (paper Eq. 16:
+            ``|q_hat|^p * [cos(theta), sin(theta)]``, ``theta = pi/4 * tanh(alpha * q_hat)``) or ``"none"``
+            (``relu(q_hat)^p`` only, ``D`` features; an ablation). Default: "sign".
+        alpha (float): sharpness of the cosine-inhibit angle map. Default: 20.0.
+        power (float, optional): a constant exponent instead of the norm-aware one (the Table-5 ablation rows).
+            Default: None.
+
+    Returns:
+        torch.Tensor: fp32 features ``[..., 2D]`` (``[..., D]`` for ``inhibit="none"``).
+    """
+    check_float_tensor("q", q)
+    check_choice("inhibit", inhibit, INHIBIT_MODES)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    q = q.float()
+    norm = l2_norm(q, eps)
+    q_hat = q / norm
+    p = nala_exponent(norm, lam, tau, temperature) if power is None else power
+    return _split(safe_pow(q_hat.abs(), p), q_hat, inhibit, alpha)
+
+
+def nala_key_map(
+    k: torch.Tensor, lam: float = 3.0, inhibit: str = "sign", alpha: float = 20.0, eps: float = 1e-6
+) -> torch.Tensor:
+    """NaLa's key feature map: ``[relu(k)^lam, relu(-k)^lam]`` (the released code's sign split of ``k**3``).
+
+    Args:
+        k (torch.Tensor): keys ``[..., D]``, any float dtype (computed in fp32).
+        lam (float): the key exponent. Default: 3.0.
+        inhibit (str): ``"sign"``, ``"cosine"`` (``|k|^lam * [cos(theta), sin(theta)]`` with
+            ``theta = pi/4 * tanh(alpha * k / ||k||)``) or ``"none"`` (``relu(k)^lam``). Default: "sign".
+        alpha (float): sharpness of the cosine-inhibit angle map. Default: 20.0.
+        eps (float): floor of ``||k||`` in the cosine angle map. Default: 1e-6.
+
+    Returns:
+        torch.Tensor: fp32 features ``[..., 2D]`` (``[..., D]`` for ``inhibit="none"``).
+    """
+    check_float_tensor("k", k)
+    check_choice("inhibit", inhibit, INHIBIT_MODES)
+    k = k.float()
+    direction = k / l2_norm(k, eps) if inhibit == "cosine" else k
+    return _split(safe_pow(k.abs(), lam), direction, inhibit, alpha)
+
+
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """``elu(x) + 1`` (Katharopoulos et al., 2020), fp32 ``[..., D]``."""
+    return F.elu(x.float()) + 1.0
+
+
+def relu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """``relu(x)`` (EfficientViT-style ReLU linear attention), fp32 ``[..., D]``."""
+    return F.relu(x.float())
+
+
+def focused_feature_map(
+    x: torch.Tensor, scale: torch.Tensor | None = None, power: float = 3.0, eps: float = 1e-6
+) -> torch.Tensor:
+    """FLatten's focused map: ``y = (relu(x) + eps) / softplus(scale)``, ``phi = ||y|| * y^p / ||y^p||``.
+
+    Args:
+        x (torch.Tensor): ``[..., D]``.
+        scale (torch.Tensor, optional): learnable per-channel scale, broadcastable to ``[..., D]``. Default: None.
+        power (float): the focusing power. Default: 3.0.
+        eps (float): added after the ReLU. Default: 1e-6.
+    """
+    y = F.relu(x.float()) + eps
+    if scale is not None:
+        y = y / F.softplus(scale.float())
+    y_norm = y.norm(dim=-1, keepdim=True)
+    y_pow = y.pow(power)
+    return y_pow * (y_norm / y_pow.norm(dim=-1, keepdim=True))
+
+
+def polarity_feature_maps(
+    q: torch.Tensor, k: torch.Tensor, power: torch.Tensor | float, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PolaFormer's polarity-aware maps.
+
+    With ``x <- x / softplus(scale)`` and ``x± = relu(±x)^power`` returns ``(phi_same(q), phi_opposite(q), phi(k))``
+    where ``phi_same(q) = [q+, q-]``, ``phi_opposite(q) = [q-, q+]`` and ``phi(k) = [k+, k-]``, each ``[..., 2D]``.
+    The same-sign stream attends with one half of the values and the opposite-sign stream with the other.
+
+    Args:
+        q, k (torch.Tensor): ``[..., D]``.
+        power (torch.Tensor | float): the (learnable) power, broadcastable to ``[..., D]``.
+        scale (torch.Tensor, optional): learnable per-channel scale. Default: None.
+    """
+    q, k = q.float(), k.float()
+    if scale is not None:
+        q = q / F.softplus(scale.float())
+        k = k / F.softplus(scale.float())
+    q_pos, q_neg = safe_pow(F.relu(q), power), safe_pow(F.relu(-q), power)
+    k_pos, k_neg = safe_pow(F.relu(k), power), safe_pow(F.relu(-k), power)
+    return torch.cat([q_pos, q_neg], -1), torch.cat([q_neg, q_pos], -1), torch.cat([k_pos, k_neg], -1)
+
+
+def cosformer_feature_map(x: torch.Tensor, positions: torch.Tensor, max_len: int | torch.Tensor) -> torch.Tensor:
+    """cosFormer's re-weighted map ``[relu(x) * sin(pi i / 2M), relu(x) * cos(pi i / 2M)]``.
+
+    The product of two such features is ``relu(q)·relu(k) * cos(pi (i - j) / 2M)``.
+
+    Args:
+        x (torch.Tensor): ``[B, T, H, D]``.
+        positions (torch.Tensor): token positions ``[T]`` or ``[B, T]``.
+        max_len (int | torch.Tensor): ``M``; positions must stay below it (non-causal: the sequence length).
+    """
+    phi = F.relu(x.float())
+    # [T] -> [T, 1, 1] and [B, T] -> [B, T, 1, 1], broadcasting against [B, T, H, D]
+    angle = (math.pi / 2) * positions.float() / max_len
+    angle = angle.reshape(*angle.shape, 1, 1)
+    return torch.cat([phi * torch.sin(angle), phi * torch.cos(angle)], dim=-1)
+
+
+def hedgehog_feature_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Hedgehog's learnable softmax map ``[softmax(W x + b), softmax(-(W x + b))]`` over the feature dimension.
+
+    Args:
+        x (torch.Tensor): ``[B, T, H, D]``.
+        weight (torch.Tensor): per-head projection ``[H, F, D]``.
+        bias (torch.Tensor, optional): ``[H, F]``. Default: None.
+
+    Returns:
+        torch.Tensor: fp32 ``[B, T, H, 2F]``.
+    """
+    z = torch.einsum("bthd,hfd->bthf", x.float(), weight.float())
+    if bias is not None:
+        z = z + bias.float()
+    return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)

@@ -1,0 +1,235 @@
+"""One entry point for every form of normalised linear attention over precomputed features."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from nalaformer.ops.linear_attention.chunk import chunk_core
+from nalaformer.ops.linear_attention.naive import final_state, naive_core
+from nalaformer.ops.linear_attention.parallel import parallel_core
+from nalaformer.ops.linear_attention.recurrent import recurrent_core
+from nalaformer.ops.linear_attention.state import LinearAttentionState
+from nalaformer.ops.validation import (
+    check_attention_mask,
+    check_choice,
+    check_chunk_size,
+    check_cu_seqlens,
+    check_qkv,
+    check_same_shape,
+)
+
+CAUSAL_MODES = ("auto", "naive", "chunk", "recurrent")
+NONCAUSAL_MODES = ("auto", "naive", "parallel")
+
+Output = torch.Tensor | tuple[torch.Tensor, LinearAttentionState]
+
+
+def fp32_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """Disable autocast so features, states and denominators stay in fp32."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
+
+
+def linear_attention(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    phi_q_num: torch.Tensor | None = None,
+    phi_k_num: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    attention_mask: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    initial_state: LinearAttentionState | None = None,
+    output_final_state: bool = False,
+    mode: str = "auto",
+    chunk_size: int = 64,
+) -> Output:
+    """Normalised linear attention ``o_t = phi_q_num_t · S_t / (phi_q_t · z_t + eps * n_t)``.
+
+    ``S_t = Σ_s phi_k_num_s v_sᵀ``, ``z_t = Σ_s phi_k_s`` and ``n_t`` the number of keys, over all valid keys
+    (non-causal) or over ``s <= t`` plus the carried state (causal). This is the mean form of the released NaLaFormer
+    code, ``(phi_q · S/n) / (phi_q · z/n + eps)``, for the non-causal case, and the running mean for the causal one.
+
+    Args:
+        phi_q (torch.Tensor): query features ``[B, T, H, F]`` (non-negative for a proper distribution).
+        phi_k (torch.Tensor): key features ``[B, T, H, F]``.
+        v (torch.Tensor): values ``[B, T, H, Dv]``; the output has its dtype.
+        causal (bool): attend to ``s <= t`` only. Default: False.
+        phi_q_num (torch.Tensor, optional): numerator query features ``[B, T, H, F]`` (e.g. RoPE-rotated);
+            the denominator keeps ``phi_q``. Default: None (``phi_q``).
+        phi_k_num (torch.Tensor, optional): numerator key features ``[B, T, H, F]``. Default: None (``phi_k``).
+        eps (float): added to the *mean* denominator (scaled by ``n_t`` in the sum form). Default: 1e-6.
+        attention_mask (torch.Tensor, optional): ``[B, T]`` bool or 0/1, 1 = real token. Padded tokens never enter
+            the sums, the count or the state; their outputs are 0. Default: None.
+        cu_seqlens (torch.Tensor, optional): ``[N + 1]`` int cumulative lengths of ``N`` sequences packed along
+            ``T`` (requires ``B == 1``); each sequence attends only within itself. Default: None.
+        initial_state (LinearAttentionState, optional): causal only; ``B`` (or ``N`` with ``cu_seqlens``) rows.
+        output_final_state (bool): causal only; also return the state after the last token. Default: False.
+        mode (str): causal ``"auto" | "chunk" | "recurrent" | "naive"``; non-causal ``"auto" | "parallel" |
+            "naive"``. ``"auto"`` picks ``"recurrent"`` for ``T == 1`` and ``"chunk"`` otherwise (causal), and
+            ``"parallel"`` (non-causal). ``"naive"`` writes out the ``T x T`` weights (reference only).
+        chunk_size (int): chunk length of the causal chunked form. Default: 64.
+
+    Returns:
+        ``o [B, T, H, Dv]`` in ``v``'s dtype, or ``(o, final_state)`` when ``output_final_state=True``.
+        Features, sums and denominators are computed in fp32 with autocast disabled.
+    """
+    check_qkv(phi_q, phi_k, v, names=("phi_q", "phi_k", "v"))
+    check_same_shape("phi_q_num", phi_q_num, "phi_q", phi_q)
+    check_same_shape("phi_k_num", phi_k_num, "phi_k", phi_k)
+    check_choice("mode", mode, CAUSAL_MODES if causal else NONCAUSAL_MODES)
+    check_chunk_size(chunk_size)
+    if not (eps >= 0.0 and eps != float("inf")):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    if not causal and (initial_state is not None or output_final_state):
+        raise ValueError("initial_state and output_final_state need causal=True (non-causal attention has no state)")
+    batch, seq_len = phi_q.shape[:2]
+    mask = check_attention_mask(attention_mask, batch, seq_len)
+    cu_seqlens = check_cu_seqlens(cu_seqlens, batch, seq_len)
+    if cu_seqlens is not None and mask is not None:
+        raise ValueError("pass either attention_mask or cu_seqlens, not both")
+
+    with fp32_region(phi_q.device):
+        if cu_seqlens is not None:
+            o, state = _run_packed(
+                phi_q,
+                phi_k,
+                phi_q_num,
+                phi_k_num,
+                v,
+                cu_seqlens,
+                initial_state,
+                causal,
+                eps,
+                mode,
+                chunk_size,
+                output_final_state,
+            )
+        else:
+            o, state = _run(
+                phi_q,
+                phi_k,
+                phi_q_num,
+                phi_k_num,
+                v,
+                mask,
+                initial_state,
+                causal,
+                eps,
+                mode,
+                chunk_size,
+                output_final_state,
+            )
+    o = o.to(v.dtype)
+    return (o, state) if output_final_state else o
+
+
+def _run(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    phi_q_num: torch.Tensor | None,
+    phi_k_num: torch.Tensor | None,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    state: LinearAttentionState | None,
+    causal: bool,
+    eps: float,
+    mode: str,
+    chunk_size: int,
+    want_state: bool,
+) -> tuple[torch.Tensor, LinearAttentionState | None]:
+    batch, seq_len, heads, features = phi_q.shape
+
+    def prepare(x: torch.Tensor, is_key: bool) -> torch.Tensor:
+        x = x.float()
+        if is_key and mask is not None:
+            x = torch.where(mask[:, :, None, None], x, torch.zeros((), device=x.device))
+        return x.transpose(1, 2)
+
+    q = prepare(phi_q, False)
+    k = prepare(phi_k, True)
+    qn = q if phi_q_num is None else prepare(phi_q_num, False)
+    kn = k if phi_k_num is None else prepare(phi_k_num, True)
+    values = prepare(v, True)
+    valid = torch.ones(batch, seq_len, device=q.device) if mask is None else mask.float()
+    if state is not None:
+        if not isinstance(state, LinearAttentionState):
+            raise TypeError(f"initial_state must be a LinearAttentionState, got {type(state).__name__}")
+        state.validate(batch, heads, features, v.shape[-1])
+        state = state.float()
+
+    final = None
+    if not causal:
+        if mode == "naive":
+            o = naive_core(q, k, qn, kn, values, valid, None, False, eps)
+        else:
+            o = parallel_core(q, k, qn, kn, values, valid, eps)
+    else:
+        if mode == "auto":
+            mode = "recurrent" if seq_len == 1 else "chunk"
+        if mode == "recurrent":
+            start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device)
+            o, final = recurrent_core(q, k, qn, kn, values, valid, start, eps)
+        elif mode == "chunk":
+            o, kv_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)
+            if want_state:
+                final = final_state(k, kn, values, valid, state, kv=kv_total)
+        else:
+            o = naive_core(q, k, qn, kn, values, valid, state, True, eps)
+            final = final_state(k, kn, values, valid, state) if want_state else None
+    o = o.transpose(1, 2)
+    if mask is not None:
+        o = torch.where(mask[:, :, None, None], o, torch.zeros((), device=o.device))
+    return o, final
+
+
+def _run_packed(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    phi_q_num: torch.Tensor | None,
+    phi_k_num: torch.Tensor | None,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    state: LinearAttentionState | None,
+    causal: bool,
+    eps: float,
+    mode: str,
+    chunk_size: int,
+    want_state: bool,
+) -> tuple[torch.Tensor, LinearAttentionState | None]:
+    """Unpack ``[1, total, ...]`` into a right-padded ``[N, max_len, ...]`` batch, run it masked, pack it back."""
+    cu_seqlens = cu_seqlens.to(device=phi_q.device, dtype=torch.long)
+    lengths = cu_seqlens.diff()
+    num_seqs, max_len = lengths.numel(), int(lengths.max())
+    seq_id = torch.repeat_interleave(torch.arange(num_seqs, device=phi_q.device), lengths)
+    position = torch.arange(phi_q.shape[1], device=phi_q.device) - cu_seqlens[seq_id]
+
+    def unpack(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        padded = x.new_zeros(num_seqs, max_len, *x.shape[2:])
+        return padded.index_put((seq_id, position), x[0])
+
+    mask = torch.zeros(num_seqs, max_len, dtype=torch.bool, device=phi_q.device)
+    mask[seq_id, position] = True
+    o, final = _run(
+        unpack(phi_q),
+        unpack(phi_k),
+        unpack(phi_q_num),
+        unpack(phi_k_num),
+        unpack(v),
+        mask,
+        state,
+        causal,
+        eps,
+        mode,
+        chunk_size,
+        want_state,
+    )
+    return o[seq_id, position].unsqueeze(0), final

@@ -1,0 +1,69 @@
+"""Quadratic reference: the ``T x T`` weight matrix written out. For tests and analysis only."""
+
+from __future__ import annotations
+
+import torch
+
+from nalaformer.ops.linear_attention.state import LinearAttentionState
+
+
+def normalise(num: torch.Tensor, den: torch.Tensor, count: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num / (den + eps * count)``; rows that saw no key (``count == 0``, so ``num == 0``) give 0.
+
+    Shapes: ``num [B, H, T, Dv]``, ``den [B, H, T]``, ``count [B, T]`` (broadcast over heads).
+    """
+    denom = den + eps * count.unsqueeze(1)
+    denom = torch.where(count.unsqueeze(1) > 0, denom, torch.ones_like(denom))
+    return num / denom.unsqueeze(-1)
+
+
+def final_state(
+    k: torch.Tensor,
+    kn: torch.Tensor,
+    v: torch.Tensor,
+    valid: torch.Tensor,
+    state: LinearAttentionState | None,
+    kv: torch.Tensor | None = None,
+) -> LinearAttentionState:
+    """State after summing every (already masked) key of the call on top of ``state``.
+
+    ``kv`` may pass ``Σ kn vᵀ`` when the caller already has it.
+    """
+    if kv is None:
+        kv = torch.einsum("bhtf,bhtd->bhfd", kn, v)
+    k_sum = k.sum(dim=2)
+    count = valid.sum(dim=1)
+    if state is not None:
+        kv, k_sum, count = kv + state.kv, k_sum + state.k_sum, count + state.count
+    return LinearAttentionState(kv, k_sum, count)
+
+
+def naive_core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    qn: torch.Tensor,
+    kn: torch.Tensor,
+    v: torch.Tensor,
+    valid: torch.Tensor,
+    state: LinearAttentionState | None,
+    causal: bool,
+    eps: float,
+) -> torch.Tensor:
+    """fp32 ``[B, H, T, F]`` features (masked keys already zeroed), ``valid [B, T]`` -> ``o [B, H, T, Dv]``."""
+    scores_num = qn @ kn.transpose(-1, -2)
+    scores_den = q @ k.transpose(-1, -2)
+    if causal:
+        seq_len = q.shape[2]
+        keep = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).tril()
+        scores_num = scores_num.masked_fill(~keep, 0.0)
+        scores_den = scores_den.masked_fill(~keep, 0.0)
+        count = valid.cumsum(dim=1)
+    else:
+        count = valid.sum(dim=1, keepdim=True).expand_as(valid)
+    num = scores_num @ v
+    den = scores_den.sum(dim=-1)
+    if state is not None:
+        num = num + qn @ state.kv
+        den = den + (q * state.k_sum.unsqueeze(2)).sum(dim=-1)
+        count = count + state.count.unsqueeze(1)
+    return normalise(num, den, count, eps)
