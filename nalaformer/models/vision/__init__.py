@@ -1,0 +1,51 @@
+"""NaLaFormer vision backbone (timm-style API) and its building blocks."""
+
+from nalaformer.models.vision.blocks import (
+    ConvFeedForward,
+    ConvStem,
+    DropPath,
+    LayerScale,
+    NaLaFormerBlock,
+    NaLaFormerHead,
+    NaLaFormerStage,
+    PatchMerging,
+    drop_path,
+)
+from nalaformer.models.vision.nalaformer import (
+    ENTRYPOINTS,
+    MODEL_CONFIGS,
+    NaLaFormer,
+    checkpoint_filter_fn,
+    load_checkpoint,
+    nalaformer_b,
+    nalaformer_l,
+    nalaformer_nano,
+    nalaformer_s,
+    nalaformer_t,
+    nalaformer_xt,
+    resolve_mixers,
+)
+
+__all__ = [
+    "ENTRYPOINTS",
+    "MODEL_CONFIGS",
+    "ConvFeedForward",
+    "ConvStem",
+    "DropPath",
+    "LayerScale",
+    "NaLaFormer",
+    "NaLaFormerBlock",
+    "NaLaFormerHead",
+    "NaLaFormerStage",
+    "PatchMerging",
+    "checkpoint_filter_fn",
+    "drop_path",
+    "load_checkpoint",
+    "nalaformer_b",
+    "nalaformer_l",
+    "nalaformer_nano",
+    "nalaformer_s",
+    "nalaformer_t",
+    "nalaformer_xt",
+    "resolve_mixers",
+]
