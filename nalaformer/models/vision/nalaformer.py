@@ -141,7 +141,7 @@ class NaLaFormer(nn.Module):
         self.head_hidden_size = head_hidden_size
 
         self.stem = ConvStem(in_chans, self.embed_dims[0], stem_stride)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.Sequential()
         self.feature_info = []
         start = 0
