@@ -1,1 +1,76 @@
-"""nalaformer.data"""
+"""Real datasets that ship offline, tokenizers, and synthetic tasks. Independent of ops / layers / models."""
+
+from nalaformer.data.image_sources import (
+    ImageSource,
+    ImageSplit,
+    load_cifar10,
+    load_digits,
+    load_idx_directory,
+    load_image_folder,
+    load_mnist_5k,
+    read_idx,
+)
+from nalaformer.data.images import (
+    IMAGE_DATASETS,
+    ImageDataset,
+    ImageDatasets,
+    ImageTransform,
+    build_image_datasets,
+    load_image_source,
+    split_indices,
+)
+from nalaformer.data.mqar import IGNORE_INDEX, MQARDataset, mqar_accuracy, mqar_example
+from nalaformer.data.text import (
+    TokenWindows,
+    load_corpus,
+    load_shakespeare,
+    read_text,
+    shakespeare_play_paths,
+    split_stream,
+    strip_play_markup,
+)
+from nalaformer.data.tokenizers import (
+    TOKENIZER_KINDS,
+    ByteTokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    build_tokenizer,
+    encode_to_tensor,
+    load_tokenizer,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_DATASETS",
+    "TOKENIZER_KINDS",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "GPT2Tokenizer",
+    "ImageDataset",
+    "ImageDatasets",
+    "ImageSource",
+    "ImageSplit",
+    "ImageTransform",
+    "MQARDataset",
+    "TokenWindows",
+    "build_image_datasets",
+    "build_tokenizer",
+    "encode_to_tensor",
+    "load_cifar10",
+    "load_corpus",
+    "load_digits",
+    "load_idx_directory",
+    "load_image_folder",
+    "load_image_source",
+    "load_mnist_5k",
+    "load_shakespeare",
+    "load_tokenizer",
+    "mqar_accuracy",
+    "mqar_example",
+    "read_idx",
+    "read_text",
+    "shakespeare_play_paths",
+    "split_indices",
+    "split_stream",
+    "strip_play_markup",
+]
