@@ -64,12 +64,14 @@ def _chunk_core(
         k_to_end = k * (gamma[..., -1:] - gamma).exp()[..., None]
         chunk_decay = gamma[..., -1].exp()[..., None, None]
 
+    # unbind once: indexing chunk n inside the loop would cost a full-size zero tensor per chunk in backward.
+    per_chunk = zip(*(x.unbind(2) for x in (u_base, w, q_from_start, scores, k_to_end.transpose(-1, -2))))
+    decays = [None] * q.shape[2] if chunk_decay is None else chunk_decay.unbind(2)
     outputs = []
-    for n in range(q.shape[2]):
-        new_values = u_base[:, :, n] - w[:, :, n] @ state
-        outputs.append(q_from_start[:, :, n] @ state + scores[:, :, n] @ new_values)
-        carried = state if chunk_decay is None else chunk_decay[:, :, n] * state
-        state = carried + k_to_end[:, :, n].transpose(-1, -2) @ new_values
+    for (u_n, w_n, q_n, scores_n, k_n), decay_n in zip(per_chunk, decays):
+        new_values = u_n - w_n @ state
+        outputs.append(q_n @ state + scores_n @ new_values)
+        state = (state if decay_n is None else decay_n * state) + k_n @ new_values
     o = rearrange(torch.stack(outputs, dim=2), "b h n c d -> b (n c) h d")
     return o[:, :length], state
 

@@ -97,6 +97,8 @@ def check_inputs(
     k = _check_float_tensor("k", k, 4, "[B, T, H, Dk]")
     v = _check_float_tensor("v", v, 4, "[B, T, H, Dv]")
     beta = _check_float_tensor("beta", beta, 3, "[B, T, H]")
+    if q.shape[1] == 0:
+        raise ValueError(f"q must hold at least one token (T >= 1), got shape {tuple(q.shape)}")
     if k.shape != q.shape:
         raise ValueError(f"k must have the shape of q {tuple(q.shape)} [B, T, H, Dk], got {tuple(k.shape)}")
     if v.shape[:3] != q.shape[:3]:

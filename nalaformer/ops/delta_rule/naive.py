@@ -25,14 +25,13 @@ def _naive_core(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     key_dim = q.shape[-1]
     identity = torch.eye(key_dim, dtype=q.dtype, device=q.device)
+    alphas = torch.ones_like(beta) if g is None else g.exp()
     outputs = []
-    for t in range(q.shape[1]):
-        k_t, v_t, beta_t = k[:, t], v[:, t], beta[:, t, :, None, None]
-        transition = identity - beta_t * k_t[..., :, None] * k_t[..., None, :]
-        if g is not None:
-            transition = g[:, t, :, None, None].exp() * transition
+    for q_t, k_t, v_t, beta_t, alpha_t in zip(*(x.unbind(1) for x in (q, k, v, beta, alphas))):
+        beta_t, alpha_t = beta_t[..., None, None], alpha_t[..., None, None]
+        transition = alpha_t * (identity - beta_t * k_t[..., :, None] * k_t[..., None, :])
         state = transition @ state + beta_t * k_t[..., :, None] * v_t[..., None, :]
-        outputs.append((state * q[:, t, :, :, None]).sum(-2))
+        outputs.append((state * q_t[..., :, None]).sum(-2))
     return torch.stack(outputs, dim=1), state
 
 

@@ -20,15 +20,16 @@ def _recurrent_core(
     g: torch.Tensor | None,
     state: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    # unbind once: indexing step t inside the loop would cost a full-size zero tensor per step in backward.
+    decays = [None] * q.shape[1] if g is None else g.exp().unbind(1)
     outputs = []
-    for t in range(q.shape[1]):
-        if g is not None:
-            state = state * g[:, t, :, None, None].exp()
-        k_t = k[:, t]
+    for q_t, k_t, v_t, beta_t, decay_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), decays):
+        if decay_t is not None:
+            state = state * decay_t[..., None, None]
         # What the state currently returns for k_t, replaced by v_t with strength beta_t.
-        new_value = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k_t, state))
+        new_value = beta_t[..., None] * (v_t - torch.einsum("bhk,bhkv->bhv", k_t, state))
         state = state + k_t[..., :, None] * new_value[..., None, :]
-        outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], state))
+        outputs.append(torch.einsum("bhk,bhkv->bhv", q_t, state))
     return torch.stack(outputs, dim=1), state
 
 
