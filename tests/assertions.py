@@ -11,7 +11,7 @@ def relative_error(ref: torch.Tensor, out: torch.Tensor) -> float:
     return float((out64 - ref64).norm() / ref64.norm().clamp_min(1e-30))
 
 
-def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, ratio: float = 1e-5, atol: float = 1e-6) -> None:
+def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, ratio: float = 2e-4, atol: float = 1e-5) -> None:
     """Pass if the max abs error is <= ``atol`` or the relative RMS error is < ``ratio``; never with NaNs."""
     assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
     assert torch.isfinite(ref).all(), f"{name}: reference has non-finite values"

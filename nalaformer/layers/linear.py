@@ -62,7 +62,7 @@ class LinearAttention(AttentionBlock):
         for index, ((phi_q, phi_k), value) in enumerate(zip(streams, values)):
             phi_q_num = phi_k_num = None
             if rope is not None:
-                cos, sin = rope[0].float(), rope[1].float()
+                cos, sin = rope[0].to(phi_q.dtype), rope[1].to(phi_q.dtype)
                 phi_q_num, phi_k_num = apply_rope(phi_q, cos, sin), apply_rope(phi_k, cos, sin)
             result = linear_attention(
                 phi_q,

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nalaformer.ops.validation import check_choice, check_float_tensor
+from nalaformer.ops.validation import check_choice, check_float_tensor, upcast
 
 INHIBIT_MODES = ("sign", "cosine", "none")
 
@@ -87,7 +87,7 @@ def nala_query_map(
     check_choice("inhibit", inhibit, INHIBIT_MODES)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    q = q.float()
+    q = upcast(q)
     norm = l2_norm(q, eps)
     q_hat = q / norm
     p = nala_exponent(norm, lam, tau, temperature) if power is None else power
@@ -112,19 +112,19 @@ def nala_key_map(
     """
     check_float_tensor("k", k)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
-    k = k.float()
+    k = upcast(k)
     direction = k / l2_norm(k, eps) if inhibit == "cosine" else k
     return _split(safe_pow(k.abs(), lam), direction, inhibit, alpha)
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     """``elu(x) + 1`` (Katharopoulos et al., 2020), fp32 ``[..., D]``."""
-    return F.elu(x.float()) + 1.0
+    return F.elu(upcast(x)) + 1.0
 
 
 def relu_feature_map(x: torch.Tensor) -> torch.Tensor:
     """``relu(x)`` (EfficientViT-style ReLU linear attention), fp32 ``[..., D]``."""
-    return F.relu(x.float())
+    return F.relu(upcast(x))
 
 
 def focused_feature_map(
@@ -138,9 +138,9 @@ def focused_feature_map(
         power (float): the focusing power. Default: 3.0.
         eps (float): added after the ReLU. Default: 1e-6.
     """
-    y = F.relu(x.float()) + eps
+    y = F.relu(upcast(x)) + eps
     if scale is not None:
-        y = y / F.softplus(scale.float())
+        y = y / F.softplus(scale.to(y.dtype))
     y_norm = y.norm(dim=-1, keepdim=True)
     y_pow = y.pow(power)
     return y_pow * (y_norm / y_pow.norm(dim=-1, keepdim=True))
@@ -160,10 +160,10 @@ def polarity_feature_maps(
         power (torch.Tensor | float): the (learnable) power, broadcastable to ``[..., D]``.
         scale (torch.Tensor, optional): learnable per-channel scale. Default: None.
     """
-    q, k = q.float(), k.float()
+    q, k = upcast(q), upcast(k)
     if scale is not None:
-        q = q / F.softplus(scale.float())
-        k = k / F.softplus(scale.float())
+        q = q / F.softplus(scale.to(q.dtype))
+        k = k / F.softplus(scale.to(k.dtype))
     q_pos, q_neg = safe_pow(F.relu(q), power), safe_pow(F.relu(-q), power)
     k_pos, k_neg = safe_pow(F.relu(k), power), safe_pow(F.relu(-k), power)
     return torch.cat([q_pos, q_neg], -1), torch.cat([q_neg, q_pos], -1), torch.cat([k_pos, k_neg], -1)
@@ -179,9 +179,9 @@ def cosformer_feature_map(x: torch.Tensor, positions: torch.Tensor, max_len: int
         positions (torch.Tensor): token positions ``[T]`` or ``[B, T]``.
         max_len (int | torch.Tensor): ``M``; positions must stay below it (non-causal: the sequence length).
     """
-    phi = F.relu(x.float())
+    phi = F.relu(upcast(x))
     # [T] -> [T, 1, 1] and [B, T] -> [B, T, 1, 1], broadcasting against [B, T, H, D]
-    angle = (math.pi / 2) * positions.float() / max_len
+    angle = (math.pi / 2) * positions.to(phi.dtype) / max_len
     angle = angle.reshape(*angle.shape, 1, 1)
     return torch.cat([phi * torch.sin(angle), phi * torch.cos(angle)], dim=-1)
 
@@ -197,7 +197,8 @@ def hedgehog_feature_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     Returns:
         torch.Tensor: fp32 ``[B, T, H, 2F]``.
     """
-    z = torch.einsum("bthd,hfd->bthf", x.float(), weight.float())
+    x = upcast(x)
+    z = torch.einsum("bthd,hfd->bthf", x, weight.to(x.dtype))
     if bias is not None:
-        z = z + bias.float()
+        z = z + bias.to(z.dtype)
     return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)

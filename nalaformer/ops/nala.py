@@ -64,7 +64,7 @@ def nala_attention(
         phi_k = nala_key_map(k, lam=lam, inhibit=inhibit, alpha=alpha, eps=eps)
         phi_q_num = phi_k_num = None
         if rope is not None:
-            cos, sin = rope[0].float(), rope[1].float()
+            cos, sin = rope[0].to(phi_q.dtype), rope[1].to(phi_q.dtype)
             phi_q_num = apply_rope(phi_q, cos, sin)
             phi_k_num = apply_rope(phi_k, cos, sin)
     return linear_attention(

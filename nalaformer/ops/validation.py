@@ -7,6 +7,11 @@ import itertools
 import torch
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half and bfloat16 (and float32) -> float32; float64 stays float64 so double-precision checks stay exact."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def check_float_tensor(name: str, x: object, ndim: int | None = None, layout: str = "") -> torch.Tensor:
     """Require a floating-point tensor, optionally of rank ``ndim`` (``layout`` describes the expected shape)."""
     if not isinstance(x, torch.Tensor):

@@ -18,6 +18,7 @@ from nalaformer.ops.validation import (
     check_cu_seqlens,
     check_qkv,
     check_same_shape,
+    upcast,
 )
 
 CAUSAL_MODES = ("auto", "naive", "chunk", "recurrent")
@@ -147,7 +148,7 @@ def _run(
     batch, seq_len, heads, features = phi_q.shape
 
     def prepare(x: torch.Tensor, is_key: bool) -> torch.Tensor:
-        x = x.float()
+        x = upcast(x)
         if is_key and mask is not None:
             x = torch.where(mask[:, :, None, None], x, torch.zeros((), device=x.device))
         return x.transpose(1, 2)
@@ -157,12 +158,12 @@ def _run(
     qn = q if phi_q_num is None else prepare(phi_q_num, False)
     kn = k if phi_k_num is None else prepare(phi_k_num, True)
     values = prepare(v, True)
-    valid = torch.ones(batch, seq_len, device=q.device) if mask is None else mask.float()
+    valid = torch.ones(batch, seq_len, device=q.device, dtype=q.dtype) if mask is None else mask.to(q.dtype)
     if state is not None:
         if not isinstance(state, LinearAttentionState):
             raise TypeError(f"initial_state must be a LinearAttentionState, got {type(state).__name__}")
         state.validate(batch, heads, features, v.shape[-1])
-        state = state.float()
+        state = state.to(q.dtype)
 
     final = None
     if not causal:
@@ -174,7 +175,7 @@ def _run(
         if mode == "auto":
             mode = "recurrent" if seq_len == 1 else "chunk"
         if mode == "recurrent":
-            start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device)
+            start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device, q.dtype)
             o, final = recurrent_core(q, k, qn, kn, values, valid, start, eps)
         elif mode == "chunk":
             o, kv_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)

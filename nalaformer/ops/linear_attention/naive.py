@@ -8,13 +8,17 @@ from nalaformer.ops.linear_attention.state import LinearAttentionState
 
 
 def normalise(num: torch.Tensor, den: torch.Tensor, count: torch.Tensor, eps: float) -> torch.Tensor:
-    """``num / (den + eps * count)``; rows that saw no key (``count == 0``, so ``num == 0``) give 0.
+    """``num / (den + eps * count)``; a zero denominator (no key seen, or with ``eps=0`` no key sharing support with
+    the query, where non-negative features make ``num`` zero too) gives 0 instead of 0 / 0.
 
     Shapes: ``num [B, H, T, Dv]``, ``den [B, H, T]``, ``count [B, T]`` (broadcast over heads).
     """
-    denom = den + eps * count.unsqueeze(1)
-    denom = torch.where(count.unsqueeze(1) > 0, denom, torch.ones_like(denom))
-    return num / denom.unsqueeze(-1)
+    return num / nonzero(den + eps * count.unsqueeze(1)).unsqueeze(-1)
+
+
+def nonzero(denominator: torch.Tensor) -> torch.Tensor:
+    """Replace exact zeros of a denominator by 1."""
+    return torch.where(denominator != 0, denominator, torch.ones_like(denominator))
 
 
 def final_state(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nalaformer.ops.linear_attention.naive import nonzero
+
 
 def parallel_core(
     q: torch.Tensor,
@@ -22,5 +24,5 @@ def parallel_core(
     inv_count = 1.0 / valid.sum(dim=1).clamp_min(1.0)
     kv = torch.einsum("bhtf,bhtd->bhfd", kn, v) * inv_count[:, None, None, None]
     k_mean = k.sum(dim=2) * inv_count[:, None, None]
-    den = (q @ k_mean.unsqueeze(-1)).squeeze(-1) + eps
+    den = nonzero((q @ k_mean.unsqueeze(-1)).squeeze(-1) + eps)
     return (qn @ kv) / den.unsqueeze(-1)

@@ -23,13 +23,19 @@ class LinearAttentionState:
 
     @classmethod
     def zeros(
-        cls, batch: int, heads: int, features: int, value_dim: int, device: torch.device | str | None = None
+        cls,
+        batch: int,
+        heads: int,
+        features: int,
+        value_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> LinearAttentionState:
         """An empty state (no keys seen)."""
         return cls(
-            kv=torch.zeros(batch, heads, features, value_dim, device=device),
-            k_sum=torch.zeros(batch, heads, features, device=device),
-            count=torch.zeros(batch, device=device),
+            kv=torch.zeros(batch, heads, features, value_dim, device=device, dtype=dtype),
+            k_sum=torch.zeros(batch, heads, features, device=device, dtype=dtype),
+            count=torch.zeros(batch, device=device, dtype=dtype),
         )
 
     def validate(self, batch: int, heads: int, features: int, value_dim: int) -> None:
@@ -48,5 +54,6 @@ class LinearAttentionState:
             if not value.is_floating_point():
                 raise TypeError(f"initial_state.{name} must be floating point, got {value.dtype}")
 
-    def float(self) -> LinearAttentionState:
-        return LinearAttentionState(self.kv.float(), self.k_sum.float(), self.count.float())
+    def to(self, dtype: torch.dtype) -> LinearAttentionState:
+        """The state with every field cast to ``dtype``."""
+        return LinearAttentionState(self.kv.to(dtype), self.k_sum.to(dtype), self.count.to(dtype))
