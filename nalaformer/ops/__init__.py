@@ -3,6 +3,7 @@
 Layout ``[B, T, H, D]`` (sequence first). See CONTRIBUTING.md for the contract.
 """
 
+from nalaformer.ops.delta_rule import chunk_delta_rule, delta_rule, naive_recurrent_delta_rule, recurrent_delta_rule
 from nalaformer.ops.feature_maps import (
     cosformer_feature_map,
     elu_feature_map,
@@ -24,17 +25,21 @@ from nalaformer.ops.softmax import softmax_attention
 __all__ = [
     "LinearAttentionState",
     "apply_rope",
+    "chunk_delta_rule",
     "cosformer_feature_map",
+    "delta_rule",
     "elu_feature_map",
     "focused_feature_map",
     "hedgehog_feature_map",
     "l2_norm",
     "linear_attention",
+    "naive_recurrent_delta_rule",
     "nala_attention",
     "nala_exponent",
     "nala_key_map",
     "nala_query_map",
     "polarity_feature_maps",
+    "recurrent_delta_rule",
     "relu_feature_map",
     "rope_angles_1d",
     "rope_angles_2d",
