@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.machinery
 import itertools
 import math
@@ -493,3 +494,21 @@ def test_timm_registration_when_timm_is_importable(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "timm.models", timm_models)
     vision_module._register_with_timm()
     assert set(registered) >= {f"nalaformer_{v}" for v in VARIANTS}
+
+
+def test_info_command_prints_counts(capsys) -> None:
+    from nalaformer.models import info
+
+    parser = argparse.ArgumentParser()
+    info.add_arguments(parser)
+    assert info.run(parser.parse_args(["--variants", "nano", "--layouts", "released", "softmax", "--size", "28"])) == 0
+    out = capsys.readouterr().out
+    with torch.device("meta"):
+        params = count_parameters(nalaformer_nano())
+    assert "nalaformer_nano" in out and f"{params / 1e6:.2f}" in out and "softmax" in out
+    rows = info.complexity_rows(["nano"], ["nala"], (28, 32))
+    with torch.device("meta"):
+        assert rows[0]["macs"] == count_macs(nalaformer_nano(mixers="nala"), (28, 32))
+    assert rows[0]["published_macs"] is None
+    with pytest.raises(ValueError, match="unknown variant"):
+        info.complexity_rows(["huge"], ["nala"])

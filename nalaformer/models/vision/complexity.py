@@ -62,3 +62,51 @@ def count_macs(
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+# Published parameters (millions) and GMACs at 224² of the released hybrid layout (paper Table 1, official README).
+PUBLISHED = {
+    "nalaformer_xt": (8.0, 1.0),
+    "nalaformer_t": (15.0, 2.7),
+    "nalaformer_s": (26.0, 5.1),
+    "nalaformer_b": (52.0, 11.8),
+    "nalaformer_l": (95.0, 17.7),
+}
+
+
+def complexity_rows(
+    variants: list[str], layouts: list[str], input_size: int | tuple[int, int] = 224
+) -> list[dict[str, object]]:
+    """Parameters and MACs of every ``variant x layout``, counted on the meta device (no memory, no compute).
+
+    Args:
+        variants: entrypoint names (``"nalaformer_t"``, ...) or their suffixes (``"t"``).
+        layouts: mixer layouts (``"released"``, ``"nala"``, ``"softmax"`` or any registry name).
+        input_size: ``H`` or ``(H, W)``; default 224.
+
+    Returns:
+        One dict per pair: ``variant, layout, params, macs, published_params, published_macs`` (the published
+        figures only for the released layout at 224², else None).
+    """
+    from nalaformer.models.vision.nalaformer import ENTRYPOINTS
+
+    rows = []
+    for variant in variants:
+        name = variant if variant in ENTRYPOINTS else f"nalaformer_{variant}"
+        if name not in ENTRYPOINTS:
+            raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(ENTRYPOINTS)}")
+        for layout in layouts:
+            with torch.device("meta"):
+                model = ENTRYPOINTS[name](mixers=layout)
+            published = PUBLISHED.get(name) if layout == "released" and input_size in (224, (224, 224)) else None
+            rows.append(
+                dict(
+                    variant=name,
+                    layout=layout,
+                    params=count_parameters(model),
+                    macs=count_macs(model, input_size),
+                    published_params=None if published is None else int(published[0] * 1e6),
+                    published_macs=None if published is None else int(published[1] * 1e9),
+                )
+            )
+    return rows
