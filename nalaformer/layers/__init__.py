@@ -2,6 +2,7 @@
 
 from nalaformer.layers.base import MixerState, TokenMixer
 from nalaformer.layers.block import AttentionBlock
+from nalaformer.layers.delta import DeltaRuleAttention, DeltaRuleState, SiluL2FeatureMap
 from nalaformer.layers.feature_maps import (
     CosFormerFeatureMap,
     EluFeatureMap,
@@ -28,6 +29,8 @@ __all__ = [
     "AttentionBlock",
     "AttentionSpec",
     "CosFormerFeatureMap",
+    "DeltaRuleAttention",
+    "DeltaRuleState",
     "EluFeatureMap",
     "FeatureMap",
     "FocusedFeatureMap",
@@ -41,6 +44,7 @@ __all__ = [
     "PolarityFeatureMap",
     "ReluFeatureMap",
     "ShortConvolution",
+    "SiluL2FeatureMap",
     "SoftmaxAttention",
     "TokenMixer",
     "attention_spec",

@@ -1,0 +1,218 @@
+"""Delta-rule token mixers: DeltaNet, Gated DeltaNet, and the paper's NaLa+DN / NaLa+GDN.
+
+The paper's language models (PAPER.md §2.2) put NaLa's feature maps in place of SiLU inside DeltaNet and Gated
+DeltaNet. Here the four share one mixer in the shared block (fused ``q, k, v, g`` projection, output LayerNorm times
+``SiLU(g)``, output projection), so they differ only in the feature map and in the decay:
+
+- the originals' short causal convolution (kernel 4) over ``q, k, v``, then the feature map on ``q, k`` and SiLU on
+  ``v``; ``beta_t = sigmoid(W_beta x_t)`` per head (``2 sigmoid`` with ``allow_neg_eigval``); Gated DeltaNet's decay
+  ``log alpha_t = -exp(A_log) * softplus(W_alpha x_t + dt_bias)`` per head (Mamba-2 parametrisation);
+- keys are always L2-normalised after the map: the delta rule is only stable for ``||k_t|| <= 1``
+  (``nalaformer/ops/delta_rule/README.md``). For NaLa that keeps the sign split and the cubic sharpening of the key
+  direction and drops the key magnitude, whose role (a per-key write strength) ``beta_t`` takes over;
+- queries: SiLU then L2 normalisation for the originals; NaLa's norm-aware map, not re-normalised, for the NaLa
+  variants (queries only read the state, so they do not affect stability, and ``p(||q||)`` keeps its effect).
+
+Differences from the released DeltaNet layers: the output norm is the shared block's LayerNorm over all heads (theirs
+is a per-head RMSNorm), so comparisons with the other mixers differ only in the token mixing; no RoPE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nalaformer.layers.block import AttentionBlock
+from nalaformer.layers.feature_maps import FeatureMap, NaLaFeatureMap, Streams
+from nalaformer.layers.registry import register_attention
+from nalaformer.layers.short_conv import ShortConvolution
+from nalaformer.ops.delta_rule import delta_rule
+
+
+@dataclass
+class DeltaRuleState:
+    """Decoding state of a delta-rule mixer (the ``attention`` field of its ``MixerState``).
+
+    Attributes:
+        recurrent: ``[B, H, F, Dv]`` fp32 delta-rule state (``F`` = query/key feature size).
+        conv: ``[B, 3C, K - 1]`` last inputs of the ``q, k, v`` short convolution, or ``None`` without it.
+    """
+
+    recurrent: torch.Tensor
+    conv: torch.Tensor | None
+
+
+class SiluL2FeatureMap(FeatureMap):
+    """The released DeltaNet / Gated DeltaNet maps: ``l2norm(silu(q))`` and ``silu(k)`` (keys are normalised by the
+    mixer)."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> Streams:
+        return [(F.normalize(F.silu(q.float()), dim=-1, eps=1e-6), F.silu(k.float()))]
+
+
+class DeltaRuleAttention(AttentionBlock):
+    """A delta-rule mixer (causal 1-D only) in the shared block; ``feature_map`` and ``gated`` select the method.
+
+    Args:
+        dim (int): channels ``C``.
+        num_heads (int): heads ``H`` (must divide ``C``).
+        feature_map (FeatureMap): maps per-head ``q, k [B, T, H, D]`` to one stream ``(phi_q, phi_k)``, each
+            ``[B, T, H, F]``; keys are L2-normalised afterwards.
+        gated (bool): Gated DeltaNet (data-dependent decay) instead of DeltaNet. Default: False.
+        causal (bool): must be True. Default: True.
+        layout (str): must be ``"1d"``. Default: "1d".
+        conv_size (int): kernel of the causal short convolution over ``q, k, v``; 0 switches it off. Default: 4.
+        allow_neg_eigval (bool): ``beta`` in (0, 2) instead of (0, 1). Default: False.
+        chunk_size (int): chunk length of the chunked delta rule. Default: 64.
+        rope (bool): must be False (the delta rule has no RoPE). Default: False.
+        lepe (bool): the shared block's LePE (off by default: the short convolution plays its part). Default: False.
+        **block_options: ``gate``, ``lepe_kernel_size``, ``qkv_bias`` (see :class:`AttentionBlock`).
+    """
+
+    supports_noncausal = False
+    supports_2d = False
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        feature_map: FeatureMap,
+        gated: bool = False,
+        causal: bool = True,
+        layout: str = "1d",
+        conv_size: int = 4,
+        allow_neg_eigval: bool = False,
+        chunk_size: int = 64,
+        rope: bool = False,
+        lepe: bool = False,
+        **block_options: Any,
+    ) -> None:
+        if rope:
+            raise ValueError(
+                f"{type(self).__name__}: rope={rope!r}; the delta-rule mixers have no RoPE, use rope=False"
+            )
+        if isinstance(conv_size, bool) or not isinstance(conv_size, int) or conv_size < 0:
+            raise ValueError(f"{type(self).__name__}: conv_size must be an int >= 0 (0 = off), got {conv_size!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+            raise ValueError(f"{type(self).__name__}: chunk_size must be a positive int, got {chunk_size!r}")
+        super().__init__(dim, num_heads, causal=causal, layout=layout, rope=False, lepe=lepe, **block_options)
+        self.feature_map = feature_map
+        self.gated, self.allow_neg_eigval, self.chunk_size = gated, allow_neg_eigval, chunk_size
+        self.qkv_conv = ShortConvolution(3 * dim, conv_size, causal=True) if conv_size else None
+        self.beta_proj = nn.Linear(dim, num_heads)
+        self.decay_proj: nn.Linear | None = None
+        if gated:
+            self.decay_proj = nn.Linear(dim, num_heads)
+            # Mamba-2 / Gated DeltaNet init: A ~ U(1, 16), time step dt log-uniform in [1e-3, 0.1].
+            self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(1, 16).log())
+            dt = torch.exp(torch.empty(num_heads).uniform_(math.log(1e-3), math.log(0.1))).clamp_min(1e-4)
+            # softplus(dt_bias) = dt at init.
+            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        # beta and log-decay of the current call, computed from the block input in _project, consumed in attend.
+        self._write_gates: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        x32 = x.float()
+        beta = torch.sigmoid(F.linear(x32, self.beta_proj.weight.float(), self.beta_proj.bias.float()))
+        if self.allow_neg_eigval:
+            beta = 2.0 * beta
+        log_decay = None
+        if self.decay_proj is not None:
+            rate = F.linear(x32, self.decay_proj.weight.float(), self.decay_proj.bias.float()) + self.dt_bias.float()
+            log_decay = -self.A_log.float().exp() * F.softplus(rate)
+        self._write_gates = (beta, log_decay)
+        return super()._project(x)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        state: DeltaRuleState | None,
+        use_cache: bool,
+    ) -> tuple[torch.Tensor, DeltaRuleState | None]:
+        if self._write_gates is None:
+            raise RuntimeError(f"{type(self).__name__}.attend is called by forward (which computes beta and decay)")
+        (beta, log_decay), self._write_gates = self._write_gates, None
+        if state is not None and not isinstance(state, DeltaRuleState):
+            raise TypeError(f"state.attention must be a DeltaRuleState, got {type(state).__name__}")
+        batch, seq_len, heads, head_dim = q.shape
+        qkv = torch.cat([x.reshape(batch, seq_len, self.dim) for x in (q, k, v)], dim=-1)
+        if attention_mask is not None:
+            # Padding must not reach real tokens through the convolution window (left padding = a fresh start).
+            qkv = qkv * attention_mask[..., None].to(qkv.dtype)
+        conv_state = None
+        if self.qkv_conv is not None:
+            qkv, conv_state = self.qkv_conv(qkv, None if state is None else state.conv)
+        q, k, v = (x.reshape(batch, seq_len, heads, head_dim) for x in qkv.split(self.dim, dim=-1))
+        ((phi_q, phi_k),) = self.feature_map(q, k, positions)
+        phi_k = F.normalize(phi_k.float(), dim=-1, eps=1e-6)
+        result = delta_rule(
+            phi_q.float(),
+            phi_k,
+            F.silu(v.float()),
+            beta,
+            g=log_decay,
+            initial_state=None if state is None else state.recurrent,
+            output_final_state=use_cache,
+            attention_mask=attention_mask,
+            chunk_size=self.chunk_size,
+        )
+        if not use_cache:
+            return result.to(v.dtype), None
+        o, recurrent = result
+        return o.to(v.dtype), DeltaRuleState(recurrent=recurrent, conv=conv_state)
+
+    def extra_repr(self) -> str:
+        conv = 0 if self.qkv_conv is None else self.qkv_conv.kernel_size
+        return f"{super().extra_repr()}, gated={self.gated}, conv_size={conv}, allow_neg_eigval={self.allow_neg_eigval}"
+
+
+_DELTA_OPTIONS = {"conv_size", "allow_neg_eigval", "chunk_size", "lepe", "gate", "lepe_kernel_size", "qkv_bias", "rope"}
+_NALA_OPTIONS = {"lam", "tau", "temperature", "inhibit", "alpha", "eps"}
+
+
+def _delta_builder(name: str, *, gated: bool, nala: bool):
+    def build(dim: int, num_heads: int, *, causal: bool, layout: str, **options: Any) -> DeltaRuleAttention:
+        accepted = _DELTA_OPTIONS | (_NALA_OPTIONS if nala else set())
+        unknown = set(options) - accepted
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {sorted(unknown)} for attention {name!r}; accepted: {sorted(accepted)}"
+            )
+        own = {key: options.pop(key) for key in _NALA_OPTIONS & set(options)}
+        feature_map = NaLaFeatureMap(**own) if nala else SiluL2FeatureMap()
+        return DeltaRuleAttention(
+            dim, num_heads, feature_map=feature_map, gated=gated, causal=causal, layout=layout, **options
+        )
+
+    return build
+
+
+_DELTANET = "Yang et al., Parallelizing Linear Transformers with the Delta Rule, arXiv 2406.06484"
+_GATED_DELTANET = "Yang, Kautz & Hatamizadeh, Gated Delta Networks, arXiv 2412.06464"
+_NALA = "Meng et al., NaLaFormer, arXiv 2506.21137 (§4.4, Table 4)"
+for _name, _gated, _nala, _paper, _summary in [
+    ("deltanet", False, False, _DELTANET, "delta rule S(I - beta k kᵀ) + beta k vᵀ; l2norm(silu(.)) q, k"),
+    ("gated_deltanet", True, False, _GATED_DELTANET, "delta rule with data-dependent decay alpha_t; l2norm(silu)"),
+    ("nala_deltanet", False, True, _NALA, "NaLa+DN: DeltaNet with NaLa's query map and l2-normalised NaLa keys"),
+    ("nala_gated_deltanet", True, True, _NALA, "NaLa+GDN: Gated DeltaNet with NaLa's maps (keys l2-normalised)"),
+]:
+    register_attention(
+        _name,
+        _delta_builder(_name, gated=_gated, nala=_nala),
+        paper=_paper,
+        summary=_summary,
+        noncausal=False,
+        image=False,
+    )
