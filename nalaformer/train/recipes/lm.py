@@ -1,0 +1,245 @@
+"""Language modelling: ``nalaformer train lm`` (default: a small NaLa causal LM on Shakespeare, characters).
+
+The data is a text corpus (the embedded Shakespeare plays or any UTF-8 file / directory) cut into windows of
+``block_size`` tokens, or the synthetic MQAR recall task (``--data.name mqar``). The model is ``NaLaForCausalLM``
+(``nalaformer.models``) or any ``package.module:callable`` that takes the same keywords. Usable from Python::
+
+    from nalaformer.train.recipes import lm
+    config = lm.default_config()
+    config.train.steps = 100
+    result = lm.run(config)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from nalaformer.data.mqar import IGNORE_INDEX, MQARDataset
+from nalaformer.data.text import TokenWindows, load_corpus, split_stream
+from nalaformer.data.tokenizers import TOKENIZER_KINDS, build_tokenizer, encode_to_tensor, load_tokenizer
+from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
+from nalaformer.train.config import TrainConfig, check_fields, from_dict, option, to_dict
+from nalaformer.train.distributed import resolve_device, setup_distributed
+from nalaformer.train.engine import TrainResult, evaluate, seed_everything, train
+from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
+
+NAME = "lm"
+TOKENIZER_FOLDER = "tokenizer"
+
+
+@dataclass
+class LMDataConfig:
+    """Which text (or MQAR task), how it is tokenised and cut."""
+
+    name: str = option("shakespeare", "'shakespeare', 'mqar', or a path to a UTF-8 file or directory")
+    tokenizer: str = option("char", "text tokenizer", choices=TOKENIZER_KINDS)
+    block_size: int = option(128, "tokens per training window (MQAR: sequence length)", min=1)
+    val_fraction: float = option(0.05, "text: share of the token stream held out (its tail)", min=0.0, max=0.9)
+    mqar_vocab: int = option(64, "MQAR: vocabulary size", min=4)
+    mqar_pairs: int = option(8, "MQAR: key-value pairs (and queries) per sequence", min=1)
+    mqar_power_a: float = option(0.01, "MQAR: exponent of the query-gap power law", above=0.0)
+    mqar_train_examples: int = option(20_000, "MQAR: training sequences", min=1)
+    mqar_val_examples: int = option(512, "MQAR: validation sequences", min=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.name == "mqar" and self.block_size < 4 * self.mqar_pairs:
+            raise ValueError(
+                f"LMDataConfig.block_size={self.block_size} must be >= 4 * mqar_pairs ({4 * self.mqar_pairs}) for MQAR"
+            )
+
+
+@dataclass
+class LMModelConfig:
+    """Which causal language model and its size."""
+
+    name: str = option("NaLaForCausalLM", "NaLaForCausalLM (nalaformer.models) or package.module:callable")
+    mixer: str = option("nala", "token mixer of every layer (a causal registry name)")
+    hidden_size: int = option(128, "model width", min=1)
+    num_layers: int = option(2, "decoder layers", min=1)
+    num_heads: int = option(2, "heads per mixer", min=1)
+    intermediate_size: int = option(0, "MLP width (0: the model's default)", min=0)
+    options: str = option("{}", "more model/config keyword arguments, as a JSON object")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        parse_options(self.options, "LMModelConfig.options")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(
+        steps=300,
+        batch_size=32,
+        lr=2e-3,
+        beta2=0.95,
+        warmup_steps=30,
+        weight_decay=0.1,
+        eval_every=100,
+        eval_batches=16,
+        checkpoint_every=100,
+    )
+
+
+@dataclass
+class LMRecipeConfig:
+    """The whole configuration of a language-modelling run."""
+
+    train: TrainConfig = field(default_factory=_default_train)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+
+
+def default_config() -> LMRecipeConfig:
+    """The defaults of ``nalaformer train lm``."""
+    return LMRecipeConfig()
+
+
+@dataclass
+class LMDatasets:
+    """Training and validation windows, the vocabulary size and the tokenizer (``None`` for MQAR)."""
+
+    train: Dataset
+    val: Dataset | None
+    vocab_size: int
+    tokenizer: Any
+    info: dict[str, Any]
+
+
+def build_datasets(config: LMRecipeConfig, tokenizer: Any = None) -> LMDatasets:
+    """Datasets of ``config.data``; ``tokenizer`` (e.g. reloaded from a run) replaces building a new one."""
+    data, seed = config.data, config.train.seed
+    if data.name == "mqar":
+        common = dict(
+            vocab_size=data.mqar_vocab,
+            seq_len=data.block_size,
+            num_kv_pairs=data.mqar_pairs,
+            power_a=data.mqar_power_a,
+        )
+        train_set = MQARDataset(data.mqar_train_examples, seed=seed, **common)
+        # A different seed keeps validation sequences apart from the training ones.
+        val_set = MQARDataset(data.mqar_val_examples, seed=seed + 1_000_003, **common)
+        info = {"task": "mqar", "train_sequences": len(train_set), "val_sequences": len(val_set)}
+        return LMDatasets(train_set, val_set, data.mqar_vocab, None, info)
+    text = load_corpus(data.name)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(data.tokenizer, text)
+    ids = encode_to_tensor(tokenizer, text)
+    train_ids, val_ids = split_stream(ids, data.val_fraction)
+    train_set = TokenWindows(train_ids, data.block_size)
+    val_set = TokenWindows(val_ids, data.block_size) if len(val_ids) > data.block_size else None
+    info = {
+        "task": "text",
+        "characters": len(text),
+        "train_tokens": len(train_ids),
+        "val_tokens": len(val_ids),
+        "vocab_size": tokenizer.vocab_size,
+    }
+    return LMDatasets(train_set, val_set, tokenizer.vocab_size, tokenizer, info)
+
+
+def build_model(config: LMModelConfig, *, vocab_size: int, block_size: int) -> nn.Module:
+    """The causal LM of ``config``. A Hugging Face model class (one with ``config_class``) is built from its config;
+    any other callable is called with the same keywords."""
+    builder = resolve_callable(config.name, "nalaformer.models")
+    kwargs: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "mixer": config.mixer,
+        "max_position_embeddings": block_size,
+    }
+    if config.intermediate_size:
+        kwargs["intermediate_size"] = config.intermediate_size
+    kwargs.update(parse_options(config.options, "LMModelConfig.options"))
+    config_class = getattr(builder, "config_class", None)
+    if config_class is not None:
+        return builder(config_class(use_cache=False, **kwargs))
+    return builder(**kwargs)
+
+
+def _logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    wants_cache_flag = hasattr(getattr(core, "config", None), "use_cache")
+    output = model(input_ids, use_cache=False) if wants_cache_flag else model(input_ids)
+    if hasattr(output, "logits"):
+        return output.logits
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def lm_eval(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Next-token cross-entropy and top-1 accuracy over labelled positions (``-100`` = ignored; for MQAR that is
+    the accuracy per query), weighted by the number of labelled tokens."""
+    input_ids, targets = batch
+    logits = _logits(model, input_ids).float()
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+    labelled = targets != IGNORE_INDEX
+    correct = (logits.argmax(-1) == targets) & labelled
+    count = labelled.sum()
+    return {"loss": loss, "accuracy": correct.sum() / count.clamp_min(1), "weight": count}
+
+
+def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Training loss of :func:`lm_eval` (mean over labelled tokens) and its accuracy."""
+    metrics = lm_eval(model, batch)
+    return metrics["loss"], {"accuracy": metrics["accuracy"]}
+
+
+def run(config: LMRecipeConfig) -> TrainResult:
+    """Train the language model of ``config``; the tokenizer is saved in ``<run_dir>/tokenizer``."""
+    context = setup_distributed(config.train.device)
+    seed_everything(config.train.seed)
+    datasets = build_datasets(config)
+    if datasets.tokenizer is not None and config.train.run_dir is not None and context.is_main:
+        datasets.tokenizer.save(Path(config.train.run_dir) / TOKENIZER_FOLDER)
+    model = build_model(config.model, vocab_size=datasets.vocab_size, block_size=config.data.block_size)
+    run_config = {
+        "recipe": NAME,
+        **to_dict(config),
+        "dataset": {**datasets.info, "model_parameters": count_parameters(model)},
+    }
+    return train(
+        model, datasets.train, lm_loss, config.train, val_data=datasets.val, eval_fn=lm_eval, run_config=run_config
+    )
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    split: str = "val",
+    ema: bool = False,
+    device: str = "auto",
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Evaluate a language-model run on its held-out data (``split`` must be ``"val"``); adds ``perplexity``."""
+    recipe, sections, _ = read_run_config(run_dir)
+    if recipe != NAME:
+        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run, not a language-model run")
+    if split != "val":
+        raise ValueError(f"split={split!r}: language-model runs have only the held-out 'val' split")
+    config = from_dict(LMRecipeConfig, sections)
+    tokenizer = None
+    if config.data.name != "mqar":
+        tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_FOLDER)
+    datasets = build_datasets(config, tokenizer=tokenizer)
+    if datasets.val is None:
+        raise ValueError(f"the run {str(run_dir)!r} has no validation data (val_fraction too small)")
+    model = build_model(config.model, vocab_size=datasets.vocab_size, block_size=config.data.block_size)
+    path = resolve_checkpoint(checkpoint if checkpoint is not None else run_dir)
+    load_weights(path, model, ema=ema)
+    target = resolve_device(device)
+    model.to(target)
+    metrics = evaluate(
+        model, datasets.val, lm_eval, batch_size=batch_size, device=target, precision=config.train.precision
+    )
+    metrics["perplexity"] = float(torch.tensor(metrics["loss"]).exp())
+    return {**metrics, "step": int(path.name.split("_")[-1]), "samples": len(datasets.val)}
