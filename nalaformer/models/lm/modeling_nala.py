@@ -21,6 +21,9 @@ from nalaformer.models.lm.cache import NaLaCache
 from nalaformer.models.lm.compat import CACHE_FIELD
 from nalaformer.models.lm.configuration_nala import NaLaConfig
 
+# Marks the linear layers whose output is added to the residual stream (their init std is scaled down).
+RESIDUAL_PROJECTION = "_nala_residual_projection"
+
 
 class NaLaRMSNorm(nn.Module):
     """RMSNorm over the last dimension, computed in fp32 and returned in the input dtype.
@@ -84,6 +87,8 @@ class NaLaDecoderLayer(nn.Module):
         )
         self.mlp_norm = NaLaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = NaLaMLP(config.hidden_size, config.intermediate_size)
+        for projection in (self.mixer.out_proj, self.mlp.down_proj):
+            setattr(projection, RESIDUAL_PROJECTION, True)
 
     def forward(
         self,
@@ -124,33 +129,26 @@ class NaLaPreTrainedModel(PreTrainedModel):
         return False
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Normal(0, ``initializer_range``) embeddings and projections; the two projections that write into the
-        residual stream (each mixer's ``out_proj``, each MLP's ``down_proj``) get std / sqrt(2 * layers), as GPT-2 does;
-        norms start at one. Only ``nn.init`` functions are used, so weights loaded by ``from_pretrained`` are kept."""
+        """Normal(0, ``initializer_range``) embeddings and linear layers, except the two projections per block that
+        write into the residual stream (the mixer's ``out_proj``, the MLP's ``down_proj``), which get
+        std / sqrt(2 * layers) as in GPT-2; norms start at one. transformers calls this on every module, leaves
+        first; the mixers' short convolutions and feature-map parameters keep the layers' own initialisation. Only
+        ``nn.init`` functions are used, so weights loaded by ``from_pretrained`` are never overwritten."""
         std = self.config.initializer_range
-        residual_std = std / math.sqrt(2 * self.config.num_hidden_layers)
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, nn.Linear):
+            if getattr(module, RESIDUAL_PROJECTION, False):
+                std = std / math.sqrt(2 * self.config.num_hidden_layers)
             nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.padding_idx is not None:
-                nn.init.zeros_(module.weight[module.padding_idx])
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, NaLaRMSNorm):
             nn.init.ones_(module.weight)
-        elif isinstance(module, NaLaMLP):
-            nn.init.normal_(module.gate_proj.weight, mean=0.0, std=std)
-            nn.init.normal_(module.up_proj.weight, mean=0.0, std=std)
-            nn.init.normal_(module.down_proj.weight, mean=0.0, std=residual_std)
-        elif isinstance(module, TokenMixer):
-            # the mixer's own modules (short conv, feature-map parameters) keep the layer's initialisation
-            for name, child in module.named_children():
-                if isinstance(child, nn.Linear):
-                    nn.init.normal_(child.weight, mean=0.0, std=residual_std if name == "out_proj" else std)
-                    if child.bias is not None:
-                        nn.init.zeros_(child.bias)
-                elif isinstance(child, nn.LayerNorm):
-                    nn.init.ones_(child.weight)
-                    nn.init.zeros_(child.bias)
-        elif isinstance(module, nn.Linear) and module is getattr(self, "lm_head", None):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class NaLaModel(NaLaPreTrainedModel):
