@@ -104,7 +104,7 @@ class TrainConfig:
     grad_accum: int = option(1, "micro-steps (gradient accumulation) per optimizer step", min=1)
     lr: float = option(1e-3, "peak learning rate (AdamW)", above=0.0)
     min_lr_ratio: float = option(0.1, "final learning rate of the cosine decay, as a fraction of lr", min=0.0, max=1.0)
-    warmup_steps: int = option(50, "linear warm-up steps", min=0)
+    warmup_steps: int = option(50, "linear warm-up steps (at most steps)", min=0)
     weight_decay: float = option(0.05, "AdamW weight decay of matrices (not biases, norms, gains)", min=0)
     beta1: float = option(0.9, "AdamW beta1", min=0.0, max=0.999999)
     beta2: float = option(0.999, "AdamW beta2", min=0.0, max=0.999999)
@@ -120,6 +120,7 @@ class TrainConfig:
     skip_nonfinite: bool = option(False, "skip a step whose loss or gradient is NaN/inf instead of stopping")
     seed: int = option(0, "seed of the model, the data order, augmentation and dropout", min=0)
     num_workers: int = option(0, "data-loader worker processes", min=0)
+    cpu_threads: int = option(0, "torch intra-op CPU threads (0: torch's default; 1 suits a busy machine)", min=0)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     progress: bool = option(True, "show a progress bar with ETA")
     run_dir: str | None = option(None, "run folder for config, metrics and checkpoints (none: nothing written)")
@@ -136,8 +137,6 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"
             )
-        if self.warmup_steps > self.steps:
-            raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps} must be <= steps={self.steps}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise _fail("TrainConfig", "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.resume is not None and self.resume == "auto" and self.run_dir is None:

@@ -257,6 +257,8 @@ class _TrainingRun:
         self.run_dir = Path(config.run_dir) if config.run_dir is not None else None
         self.checkpoint_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
 
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
         seed_everything(config.seed + self.context.rank)
         self.model = model.to(self.context.device)
         self.optimizer = build_optimizer(self.model, config)
@@ -306,7 +308,8 @@ class _TrainingRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # The schedule follows this run's configuration (e.g. more steps than the interrupted run planned).
-        self.scheduler.lr_lambdas = [WarmupCosine(config.warmup_steps, config.steps, config.min_lr_ratio)]
+        schedule = WarmupCosine(config.warmup_steps, config.steps, config.min_lr_ratio)
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
         if self.ema is not None:
             if "ema_updates" not in state:
                 raise ValueError(f"TrainConfig.ema_decay={config.ema_decay} but {str(path)!r} was saved without EMA")
@@ -448,8 +451,11 @@ class _TrainingRun:
         self.log.write({"step": step, "split": "train", "event": "nonfinite", "loss": loss, "grad_norm": grad_norm})
         if self.config.skip_nonfinite:
             self.skipped_steps += 1
-            # The step still counts (data and schedule move on), so the run length does not change.
-            self.scheduler.step()
+            # The step still counts (data and schedule move on), so the run length does not change. Torch warns when
+            # the schedule moves before any optimizer step; here that is intended.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                self.scheduler.step()
             return
         where = (
             f"the last good checkpoint is {str(self.last_checkpoint)!r} (continue with --resume)"

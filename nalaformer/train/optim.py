@@ -46,11 +46,12 @@ class WarmupCosine:
     """Learning-rate multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine decay to ``min_ratio`` at
     ``total_steps``. Called with the number of optimizer steps taken so far (LambdaLR convention).
 
-    An object rather than a closure so ``LambdaLR.state_dict()`` stores its settings.
+    A warm-up longer than the run is cut to ``total_steps``. An object rather than a closure so
+    ``LambdaLR.state_dict()`` stores its settings.
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float) -> None:
-        self.warmup_steps = warmup_steps
+        self.warmup_steps = min(warmup_steps, total_steps)
         self.total_steps = total_steps
         self.min_ratio = min_ratio
 
