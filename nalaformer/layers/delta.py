@@ -142,7 +142,7 @@ class DeltaRuleAttention(AttentionBlock):
         use_cache: bool,
     ) -> tuple[torch.Tensor, DeltaRuleState | None]:
         if self._write_gates is None:
-            raise RuntimeError(f"{type(self).__name__}.attend is called by forward (which computes beta and decay)")
+            raise RuntimeError(f"{type(self).__name__}.attend needs beta / decay from forward; call the mixer")
         (beta, log_decay), self._write_gates = self._write_gates, None
         if state is not None and not isinstance(state, DeltaRuleState):
             raise TypeError(f"state.attention must be a DeltaRuleState, got {type(state).__name__}")
