@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -314,3 +316,36 @@ def test_cache_batch_mismatch_is_refused():
     cache = model(random_ids(2, 4)).cache
     with pytest.raises(ValueError, match="cache holds 2 rows but the inputs have batch size 3"):
         model(random_ids(3, 1), cache=cache)
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_import_nalaformer_registers_with_the_auto_classes_lazily():
+    output = run_python(
+        "import sys, nalaformer\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        "config = AutoConfig.for_model('nala', vocab_size=50, hidden_size=32, num_hidden_layers=1, "
+        "num_attention_heads=2)\n"
+        "print(type(AutoModelForCausalLM.from_config(config)).__name__)\n"
+    )
+    assert output.splitlines() == ["False False", "NaLaForCausalLM"]
+
+
+def test_without_transformers_nalaformer_imports_and_the_lm_names_the_extra():
+    output = run_python(
+        "import sys\n"
+        "sys.modules['transformers'] = None  # as if not installed\n"
+        "import nalaformer, nalaformer.models\n"
+        "print(nalaformer.models.nalaformer_t.__name__)\n"
+        "try:\n"
+        "    nalaformer.models.NaLaConfig\n"
+        "except ModuleNotFoundError as error:\n"
+        "    print(error)\n"
+    )
+    assert output.splitlines()[0] == "nalaformer_t"
+    assert "pip install 'nalaformer[lm]'" in output.splitlines()[1]

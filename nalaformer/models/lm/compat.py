@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import warnings
 
-import transformers
+try:
+    import transformers
+except ModuleNotFoundError as error:
+    raise ModuleNotFoundError(
+        "nalaformer's language model needs the package 'transformers', which is not installed; "
+        "install it with `pip install 'nalaformer[lm]'`"
+    ) from error
 from packaging.version import Version
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
