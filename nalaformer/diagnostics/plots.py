@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from nalaformer.diagnostics.analysis import LayerAnalysis
+from nalaformer.diagnostics.entropy import pearson
 
 
 def _pyplot():
@@ -127,11 +128,11 @@ def plot_entropy_vs_norm(
             x, y = x[keep], y[keep]
             axis.scatter(x, y, s=6, alpha=0.5)
             label = f"{layer.name} {layer.units[unit]}"
-            if x.size >= 3 and np.ptp(x) > 0:
+            r = pearson(x, y)
+            if np.isfinite(r):
                 slope, intercept = np.polyfit(x, y, 1)
                 grid = np.linspace(x.min(), x.max(), 20)
                 axis.plot(grid, slope * grid + intercept, color="C3", linewidth=1.5)
-                r = np.corrcoef(x, y)[0, 1]
                 label += f"\nr = {r:+.2f}"
             axis.set_title(label, fontsize=8)
             axis.set_xlabel(names[norm], fontsize=8)
