@@ -11,6 +11,7 @@ import torch
 
 from nalaformer.diagnostics import capture_attention, diagnose, format_report_table, summarise
 from nalaformer.diagnostics.analysis import analyse_attention
+from nalaformer.layers import build_attention
 from nalaformer.models import nalaformer_nano
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -133,3 +134,14 @@ def test_cli_controlled_only_and_argument_errors(tmp_path: Path, capsys: pytest.
         _parse(["--out", str(tmp_path), "--temperatures", "1,-2"])
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         cli.run(_parse(["--out", str(tmp_path), "--checkpoint", str(tmp_path / "missing")]))
+
+
+def test_blocks_without_attention_weights_are_reported_as_skipped() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        build_attention("deltanet", 32, 2, causal=True), build_attention("nala", 32, 2, causal=True)
+    )
+    report = diagnose(model, torch.randn(1, 9, 32), controlled=False, plots=False, temperatures=())
+    assert [item["name"] for item in report["skipped"]] == ["0"]
+    assert [layer["name"] for layer in report["summary"]["layers"]] == ["1"]
+    assert report["temperature_sweep"] is None and "skipped 0" in format_report_table(report)
