@@ -87,6 +87,7 @@ class AttentionBlock(TokenMixer):
         k: torch.Tensor,
         v: torch.Tensor,
         *,
+        inputs: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None,
@@ -95,9 +96,10 @@ class AttentionBlock(TokenMixer):
     ) -> tuple[torch.Tensor, Any]:
         """Per-head attention: ``q, k, v [B, T, H, D]`` -> ``(o [B, T, H, D], new attention state or None)``.
 
-        ``rope`` holds ``(cos, sin)`` tables (``[T, D]`` or ``[B, T, D]``) or ``None``; ``positions`` the token
-        positions ``[T]`` or ``[B, T]`` (1-D: offset by the decoding state, counting real tokens only; 2-D: the
-        row-major grid index); ``state`` the attention part of the incoming ``MixerState``.
+        ``inputs`` is the block input ``[B, T, C]`` (for mixers with extra per-token projections, e.g. the delta
+        rule's write strength); ``rope`` holds ``(cos, sin)`` tables (``[T, D]`` or ``[B, T, D]``) or ``None``;
+        ``positions`` the token positions ``[T]`` or ``[B, T]`` (1-D: offset by the decoding state, counting real
+        tokens only; 2-D: the row-major grid index); ``state`` the attention part of the incoming ``MixerState``.
         """
         raise NotImplementedError
 
@@ -132,6 +134,7 @@ class AttentionBlock(TokenMixer):
             q.reshape(heads),
             k.reshape(heads),
             v.reshape(heads),
+            inputs=tokens,
             rope=rope,
             positions=positions,
             attention_mask=mask,

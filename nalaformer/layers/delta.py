@@ -114,10 +114,9 @@ class DeltaRuleAttention(AttentionBlock):
             dt = torch.exp(torch.empty(num_heads).uniform_(math.log(1e-3), math.log(0.1))).clamp_min(1e-4)
             # softplus(dt_bias) = dt at init.
             self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        # beta and log-decay of the current call, computed from the block input in _project, consumed in attend.
-        self._write_gates: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _write_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-token write strength ``beta [B, T, H]`` and log decay (gated only) from the block input, in fp32."""
         x32 = x.float()
         beta = torch.sigmoid(F.linear(x32, self.beta_proj.weight.float(), self.beta_proj.bias.float()))
         if self.allow_neg_eigval:
@@ -126,8 +125,7 @@ class DeltaRuleAttention(AttentionBlock):
         if self.decay_proj is not None:
             rate = F.linear(x32, self.decay_proj.weight.float(), self.decay_proj.bias.float()) + self.dt_bias.float()
             log_decay = -self.A_log.float().exp() * F.softplus(rate)
-        self._write_gates = (beta, log_decay)
-        return super()._project(x)
+        return beta, log_decay
 
     def attend(
         self,
@@ -135,15 +133,14 @@ class DeltaRuleAttention(AttentionBlock):
         k: torch.Tensor,
         v: torch.Tensor,
         *,
+        inputs: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None,
         state: DeltaRuleState | None,
         use_cache: bool,
     ) -> tuple[torch.Tensor, DeltaRuleState | None]:
-        if self._write_gates is None:
-            raise RuntimeError(f"{type(self).__name__}.attend needs beta / decay from forward; call the mixer")
-        (beta, log_decay), self._write_gates = self._write_gates, None
+        beta, log_decay = self._write_gates(inputs)
         if state is not None and not isinstance(state, DeltaRuleState):
             raise TypeError(f"state.attention must be a DeltaRuleState, got {type(state).__name__}")
         batch, seq_len, heads, head_dim = q.shape

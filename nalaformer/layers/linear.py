@@ -50,6 +50,7 @@ class LinearAttention(AttentionBlock):
         k: torch.Tensor,
         v: torch.Tensor,
         *,
+        inputs: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None,

@@ -33,6 +33,7 @@ class SoftmaxAttention(AttentionBlock):
         k: torch.Tensor,
         v: torch.Tensor,
         *,
+        inputs: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None,
