@@ -44,7 +44,8 @@ class LayerAnalysis:
     Attributes:
         name (str): block label (``CapturedAttention.label``).
         kind (str): ``"softmax"`` or ``"linear"``.
-        method (str): ``"softmax"`` or the feature-map class name.
+        method (str): ``"softmax"``, ``"nala"`` (with its inhibit mode, constant power or temperature when not the
+            defaults) or the feature-map class name without ``FeatureMap``.
         causal (bool), rope (bool): the block's settings.
         units (list[str]): unit labels (``"h0"`` ... or ``"h0/s1"``).
         values (dict[str, np.ndarray]): per-query statistics ``[units, queries]``.
@@ -294,7 +295,7 @@ def analyse_attention(
     return LayerAnalysis(
         name=record.label,
         kind="softmax" if is_softmax else "linear",
-        method="softmax" if is_softmax else type(feature_map).__name__,
+        method="softmax" if is_softmax else _method_name(feature_map),
         causal=module.causal,
         rope=module.use_rope,
         units=units,
@@ -305,6 +306,16 @@ def analyse_attention(
         top_pair_products=examples.numpy(),
         nala=nala,
     )
+
+
+def _method_name(feature_map: FeatureMap) -> str:
+    """Short label of a feature map: ``"nala"``, ``"nala-cosine T=4"``, ``"nala-sign p=4.5"``, ``"Elu"``..."""
+    if not isinstance(feature_map, NaLaFeatureMap):
+        return type(feature_map).__name__.removesuffix("FeatureMap")
+    name = "nala" if feature_map.inhibit == "sign" else f"nala-{feature_map.inhibit}"
+    if feature_map.power is not None:
+        return f"{name} p={feature_map.power:g}"
+    return name if feature_map.temperature == 1.0 else f"{name} T={feature_map.temperature:g}"
 
 
 def _exponents(feature_map: FeatureMap | None, q_norm: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,10 @@ def _head_summary(layer: LayerAnalysis, unit: int, saturation: float) -> dict[st
         summary["exponent_mean"] = float(exponent.mean())
         summary["exponent_min"] = float(exponent.min())
         summary["exponent_max"] = float(exponent.max())
-        summary["exponent_supremum"] = lam * (tau + 1.0)
-        summary["exponent_saturated_fraction"] = float((exponent >= lam * (tau + saturation)).mean())
+        # a constant exponent (the Table-5 ablations) has no tanh to saturate
+        if layer.nala.get("power") is None:
+            summary["exponent_supremum"] = lam * (tau + 1.0)
+            summary["exponent_saturated_fraction"] = float((exponent >= lam * (tau + saturation)).mean())
     if np.isfinite(layer.rope_negative_fraction[unit]):
         row_sum = v["rope_row_sum"]
         summary["rope_negative_fraction"] = float(layer.rope_negative_fraction[unit])

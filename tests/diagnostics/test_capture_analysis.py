@@ -186,7 +186,7 @@ def test_per_query_statistics_match_direct_computation() -> None:
     k = torch.randn(2, 11, 2, 16, generator=generator)
     record = _record("nala", q, k, temperature=2.0)
     layer = analyse_attention(record, max_queries=5, seed=1)
-    assert layer.values["entropy"].shape == (2, 10)
+    assert layer.values["entropy"].shape == (2, 10) and layer.method == "nala T=2"
     generator = torch.Generator().manual_seed(1)
     for b in range(2):
         rows = torch.randperm(11, generator=generator)[:5].sort().values
