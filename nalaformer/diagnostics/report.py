@@ -32,6 +32,7 @@ def diagnose(
     plots: bool = True,
     seed: int = 0,
     saturation: float = 0.95,
+    max_panels: int = 8,
     source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spikiness diagnostics of every softmax / linear attention block of ``model`` on ``inputs``.
@@ -49,6 +50,7 @@ def diagnose(
         plots (bool): write the PNGs (needs matplotlib). Default: True.
         seed (int): seed of the query subsets. Default: 0.
         saturation (float): tanh level above which a NaLa query counts as saturated. Default: 0.95.
+        max_panels (int): heads shown per scatter figure. Default: 8.
         source (dict, optional): where the model and batch came from (checkpoint, data), stored in the report.
 
     Returns:
@@ -93,13 +95,13 @@ def diagnose(
     if out_dir is not None:
         out_dir = Path(out_dir)
         if plots:
-            report["files"] = [str(p) for p in _write_plots(analyses, sweep, study, out_dir)]
+            report["files"] = [str(p) for p in _write_plots(analyses, sweep, study, out_dir, max_panels)]
         report["files"].append(str(out_dir / "diagnostics.json"))
         write_json(report, out_dir / "diagnostics.json")
     return report
 
 
-def _write_plots(analyses, sweep, study, out_dir: Path) -> list[Path]:
+def _write_plots(analyses, sweep, study, out_dir: Path, max_panels: int) -> list[Path]:
     from nalaformer.diagnostics import plots
 
     written = []
@@ -111,6 +113,7 @@ def _write_plots(analyses, sweep, study, out_dir: Path) -> list[Path]:
                 softmax,
                 out_dir / "fig1_softmax_entropy_vs_norms.png",
                 norms=("q_norm", "k_argmax_norm"),
+                max_panels=max_panels,
                 title="Softmax blocks: row entropy vs ||q|| (top) and vs the top key's norm (bottom)",
             )
         )
@@ -119,6 +122,7 @@ def _write_plots(analyses, sweep, study, out_dir: Path) -> list[Path]:
             plots.plot_entropy_vs_norm(
                 linear,
                 out_dir / "fig4_linear_entropy_vs_query_norm.png",
+                max_panels=max_panels,
                 title="Linear blocks: row entropy (un-rotated kernel) vs ||q||",
             )
         )

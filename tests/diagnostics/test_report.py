@@ -22,7 +22,7 @@ def test_diagnose_a_hybrid_vision_model_writes_json_and_plots(tmp_path: Path) ->
     torch.manual_seed(0)
     model = nalaformer_nano(num_classes=10)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    report = diagnose(model, images, tmp_path, max_queries=16, max_samples=1, temperatures=(1.0, 4.0))
+    report = diagnose(model, images, tmp_path, max_queries=16, max_samples=1, temperatures=(1.0, 4.0), max_panels=2)
     layers = report["summary"]["layers"]
     # the nano backbone: NaLa in the early stages, softmax in the last (the released hybrid layout)
     assert {layer["kind"] for layer in layers} == {"linear", "softmax"}
