@@ -122,12 +122,17 @@ def test_cli_diagnoses_a_recipe_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_cli_controlled_only_and_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from nalaformer.diagnostics import cli
 
-    assert cli.run(_parse(["--controlled-only", "--no-plots", "--out", str(tmp_path)])) == 0
+    from nalaformer.cli import main
+
+    # through the `nalaformer` dispatcher
+    assert main(["diagnose", "--controlled-only", "--no-plots", "--out", str(tmp_path)]) == 0
     study = json.loads((tmp_path / "controlled.json").read_text())
     assert study["methods"]["relu"]["max_abs_change"] < 1e-6
     assert "NaLa (sign split)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--checkpoint is required"):
         cli.run(_parse(["--out", str(tmp_path)]))
+    assert main(["diagnose", "--out", str(tmp_path)]) == 1
+    assert "--checkpoint is required" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--max-queries"):
         cli.run(_parse(["--out", str(tmp_path), "--max-queries", "0"]))
     with pytest.raises(SystemExit):
