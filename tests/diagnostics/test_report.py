@@ -120,9 +120,8 @@ def test_cli_diagnoses_a_recipe_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_controlled_only_and_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from nalaformer.diagnostics import cli
-
     from nalaformer.cli import main
+    from nalaformer.diagnostics import cli
 
     # through the `nalaformer` dispatcher
     assert main(["diagnose", "--controlled-only", "--no-plots", "--out", str(tmp_path)]) == 0
