@@ -11,6 +11,7 @@ pytest.importorskip("transformers")
 
 from nalaformer.layers import attention_spec, list_attentions
 from nalaformer.models.lm import NaLaCache, NaLaConfig, NaLaForCausalLM
+from nalaformer.models.lm.compat import CACHE_FIELD
 from tests.assertions import assert_close
 
 # by module path: `nalaformer.ops.linear_attention` the attribute is the function, the package is shadowed
@@ -198,7 +199,8 @@ def test_generate_resumes_from_a_cache_it_is_given():
     with torch.no_grad():
         fresh = model.generate(ids, max_new_tokens=5, do_sample=False)
         cache = model(ids[:, :9]).cache
-        resumed = model.generate(ids, cache=cache, max_new_tokens=5, do_sample=False)
+        # generate's keyword for a cache is `cache` since transformers renamed it (`past_key_values` before)
+        resumed = model.generate(ids, **{CACHE_FIELD: cache}, max_new_tokens=5, do_sample=False)
     assert torch.equal(fresh, resumed)
 
 

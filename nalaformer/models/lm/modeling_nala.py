@@ -8,6 +8,7 @@ Block: ``x + mixer(RMSNorm(x))``, then ``x + SwiGLU(RMSNorm(x))``; the mixer of 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +21,23 @@ from nalaformer.layers import MixerState, SoftmaxAttention, TokenMixer, build_at
 from nalaformer.models.lm.cache import NaLaCache
 from nalaformer.models.lm.compat import CACHE_FIELD
 from nalaformer.models.lm.configuration_nala import NaLaConfig
+
+
+@dataclass
+class NaLaModelOutput(BaseModelOutputWithPast):
+    """``BaseModelOutputWithPast``; the cache is readable as ``.cache`` on every supported transformers version."""
+
+    if CACHE_FIELD != "cache":
+        cache = property(lambda self: self.past_key_values, doc="The NaLaCache (stored as ``past_key_values``).")
+
+
+@dataclass
+class NaLaCausalLMOutput(CausalLMOutputWithPast):
+    """``CausalLMOutputWithPast``; the cache is readable as ``.cache`` on every supported transformers version."""
+
+    if CACHE_FIELD != "cache":
+        cache = property(lambda self: self.past_key_values, doc="The NaLaCache (stored as ``past_key_values``).")
+
 
 # Marks the linear layers whose output is added to the residual stream (their init std is scaled down).
 RESIDUAL_PROJECTION = "_nala_residual_projection"
@@ -185,7 +203,8 @@ class NaLaModel(NaLaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: NaLaCache | None = None,
-    ) -> BaseModelOutputWithPast | tuple:
+        cache_position: torch.Tensor | None = None,
+    ) -> NaLaModelOutput | tuple:
         """Run the decoder.
 
         Args:
@@ -202,13 +221,16 @@ class NaLaModel(NaLaPreTrainedModel):
             output_attentions (bool, optional): must be falsy: linear attention has no attention matrix.
             output_hidden_states (bool, optional): also return the input of every layer and the final output.
                 Default: ``config.output_hidden_states``.
-            return_dict (bool, optional): return a ``BaseModelOutputWithPast`` (else a tuple). Default:
+            return_dict (bool, optional): return a :class:`NaLaModelOutput` (else a tuple). Default:
                 ``config.return_dict``.
             past_key_values (NaLaCache, optional): the older name of ``cache``; pass one of the two.
+            cache_position (torch.Tensor, optional): accepted for the transformers releases whose ``generate`` passes
+                it, and ignored: positions come from the attention mask (real tokens counted per row).
 
         Returns:
-            ``BaseModelOutputWithPast`` with ``last_hidden_state [B, T, C]``, the cache (field ``cache`` or
-            ``past_key_values``, whichever the installed transformers defines) and optional ``hidden_states``.
+            :class:`NaLaModelOutput` with ``last_hidden_state [B, T, C]``, ``cache`` (stored in the field the
+            installed transformers defines: ``cache``, or ``past_key_values`` before its rename) and optional
+            ``hidden_states``.
         """
         cache = _resolve_cache(cache, past_key_values)
         if output_attentions:
@@ -254,7 +276,7 @@ class NaLaModel(NaLaPreTrainedModel):
         if output_hidden_states:
             all_hidden += (hidden_states,)
 
-        output = BaseModelOutputWithPast(
+        output = NaLaModelOutput(
             last_hidden_state=hidden_states,
             hidden_states=all_hidden if output_hidden_states else None,
             **{CACHE_FIELD: cache if use_cache else None},
@@ -310,6 +332,15 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
+    def generate(self, inputs: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``GenerationMixin.generate``, refusing an empty prompt ``[B, 0]`` with a clear error first (some
+        transformers releases fail on it with an IndexError). With no prompt at all it starts from
+        ``bos_token_id``, as transformers does."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if isinstance(prompt, torch.Tensor) and prompt.dim() == 2 and prompt.shape[1] == 0:
+            raise ValueError(f"input_ids holds no token (an empty prompt, shape {tuple(prompt.shape)})")
+        return super().generate(inputs, *args, **kwargs)
+
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
@@ -332,18 +363,19 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int = 0,
         past_key_values: NaLaCache | None = None,
-    ) -> CausalLMOutputWithPast | tuple:
+        cache_position: torch.Tensor | None = None,
+    ) -> NaLaCausalLMOutput | tuple:
         """Logits (and the loss when ``labels`` are given).
 
         Args:
             input_ids, attention_mask, cache, inputs_embeds, use_cache, output_attentions, output_hidden_states,
-            return_dict, past_key_values: see :meth:`NaLaModel.forward`.
+            return_dict, past_key_values, cache_position: see :meth:`NaLaModel.forward`.
             labels (torch.LongTensor, optional): ``[B, T]`` targets aligned with ``input_ids`` (shifted inside:
                 position ``t`` predicts ``labels[t + 1]``); -100 is ignored. Default: None.
             logits_to_keep (int): compute logits for the last ``n`` positions only (0 = all). Default: 0.
 
         Returns:
-            ``CausalLMOutputWithPast`` with ``logits [B, T or n, vocab_size]``, ``loss`` (mean cross-entropy over
+            :class:`NaLaCausalLMOutput` with ``logits [B, T or n, vocab_size]``, ``loss`` (mean cross-entropy over
             the non-ignored targets, fp32) and the cache.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
@@ -367,7 +399,7 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self._loss(logits, labels, input_ids if input_ids is not None else inputs_embeds, logits_to_keep)
-        output = CausalLMOutputWithPast(
+        output = NaLaCausalLMOutput(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
@@ -388,7 +420,7 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
 
 
 def _resolve_cache(cache: Any, past_key_values: Any) -> NaLaCache | None:
-    if cache is not None and past_key_values is not None:
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
         raise ValueError("pass the cache as `cache` or as `past_key_values`, not both")
     return cache if cache is not None else past_key_values
 
