@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nalaformer.train.train_command", "train a model: `train image` (classification) or `train lm`"),
     "eval": ("nalaformer.train.eval_command", "evaluate a trained run's checkpoint on its validation or test data"),
     "diagnose": ("nalaformer.diagnostics.cli", "attention entropy vs query norm, NaLa exponent, sign agreement"),
+    "info": ("nalaformer.models.info", "parameters and MACs of the vision variants for each mixer layout"),
 }
 
 # Errors that describe a problem with the input (bad option, missing data, NaN loss): printed as one line, no
