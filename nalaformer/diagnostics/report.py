@@ -2,8 +2,8 @@
 
 ``diagnose(model, inputs, out_dir)`` captures the attention blocks, analyses them, summarises per head, sweeps NaLa's
 norm temperature, and (optionally) runs the controlled study; it returns the report as a dict and writes
-``diagnostics.json`` plus one PNG per figure into ``out_dir``. :func:`format_report_table` renders the terminal
-summary.
+``diagnostics.json``, the per-query statistics (``per_query.npz``, keys ``<block>/<field>``) and one PNG per figure
+into ``out_dir``. :func:`format_report_table` renders the terminal summary.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from nalaformer.diagnostics.analysis import analyse_attention
@@ -40,7 +41,8 @@ def diagnose(
     Args:
         model (nn.Module): any module containing nalaformer attention blocks.
         inputs: the batch, passed as in :func:`~nalaformer.diagnostics.capture_attention`.
-        out_dir (str | Path, optional): folder for ``diagnostics.json`` and the PNGs. Default: None (write nothing).
+        out_dir (str | Path, optional): folder for ``diagnostics.json``, ``per_query.npz`` and the PNGs.
+            Default: None (write nothing).
         max_queries (int): query rows per batch row and block. Default: 256.
         max_samples (int, optional): batch rows analysed. Default: 8.
         temperatures (Sequence[float]): NaLa norm temperatures of the post-hoc sweep (empty: no sweep).
@@ -96,9 +98,18 @@ def diagnose(
         out_dir = Path(out_dir)
         if plots:
             report["files"] = [str(p) for p in _write_plots(analyses, sweep, study, out_dir, max_panels)]
+        report["files"].append(str(_write_points(analyses, out_dir / "per_query.npz")))
         report["files"].append(str(out_dir / "diagnostics.json"))
         write_json(report, out_dir / "diagnostics.json")
     return report
+
+
+def _write_points(analyses, path: Path) -> Path:
+    """Per-query arrays ``[units, queries]`` as ``<block>/<field>`` entries of one compressed ``.npz``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{layer.name}/{name}": values for layer in analyses for name, values in layer.values.items()}
+    np.savez_compressed(path, **arrays)
+    return path
 
 
 def _write_plots(analyses, sweep, study, out_dir: Path, max_panels: int) -> list[Path]:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,10 +37,14 @@ def test_diagnose_a_hybrid_vision_model_writes_json_and_plots(tmp_path: Path) ->
         "fig3_top_pair_products.png",
         "nala_exponent_histogram.png",
         "controlled_entropy_vs_query_norm.png",
+        "per_query.npz",
         "diagnostics.json",
     }
-    for name in names - {"diagnostics.json"}:
+    for name in names - {"diagnostics.json", "per_query.npz"}:
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    with np.load(tmp_path / "per_query.npz") as points:
+        entropy = points["stages.0.blocks.0.attn/entropy"]
+    assert entropy.shape == (len(layers[0]["heads"]), 16) and np.isfinite(entropy).all()
     saved = json.loads((tmp_path / "diagnostics.json").read_text())
     assert [layer["name"] for layer in saved["summary"]["layers"]] == [layer["name"] for layer in layers]
     assert saved["temperature_sweep"]["temperatures"] == [1.0, 4.0]
