@@ -135,7 +135,10 @@ def channel_statistics(
     max_images: int = 10_000,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of the 0-1 scaled images at ``indices`` (an evenly spaced subset of at most
-    ``max_images`` of them), computed in float64. Deterministic: the same split gives the same numbers."""
+    ``max_images`` of them; at most 1,000 for image files, which are decoded), computed in float64. Deterministic:
+    the same split gives the same numbers."""
+    if not isinstance(split.images, torch.Tensor):
+        max_images = min(max_images, 1_000)
     if len(indices) > max_images:
         indices = indices[torch.linspace(0, len(indices) - 1, max_images).round().long()]
     if isinstance(split.images, torch.Tensor):

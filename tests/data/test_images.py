@@ -145,6 +145,16 @@ def test_image_folder_decodes_resizes_and_labels_by_sorted_folder(tmp_path):
         load_image_folder(tmp_path / "pets" / "cat")
 
 
+def test_image_folder_with_train_and_test_folders(tmp_path):
+    _image_folder(tmp_path / "pets" / "train")
+    _image_folder(tmp_path / "pets" / "test")
+    datasets = build_image_datasets("folder", tmp_path / "pets", val_fraction=0.5, augment=False)
+    assert datasets.classes == ["cat", "dog"] and datasets.image_size == (4, 4) and datasets.channels == 3
+    assert (len(datasets.train), len(datasets.val), len(datasets.test)) == (3, 3, 6)
+    image, _ = datasets.test[0]
+    assert image.shape == (3, 4, 4) and image.dtype == torch.float32
+
+
 def test_splits_are_deterministic_disjoint_and_complete():
     train, val = split_indices(101, 0.2, seed=4)
     again_train, again_val = split_indices(101, 0.2, seed=4)
