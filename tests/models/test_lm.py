@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -351,3 +352,18 @@ def test_without_transformers_nalaformer_imports_and_the_lm_names_the_extra():
     )
     assert output.splitlines()[0] == "nalaformer_t"
     assert "pip install 'nalaformer[lm]'" in output.splitlines()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("NALAFORMER_SLOW") != "1", reason="1.5 GB and ~12 s on CPU; set NALAFORMER_SLOW=1")
+def test_340m_model_builds_and_runs_a_forward_and_a_decode_step_on_cpu():
+    torch.manual_seed(0)
+    model = NaLaForCausalLM(NaLaConfig.from_preset("340m")).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    ids = torch.randint(0, 32000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(ids)
+        step = model(out.logits[:, -1:].argmax(-1), cache=out.cache)
+        reference = model(torch.cat([ids, out.logits[:, -1:].argmax(-1)], dim=1)).logits[:, -1:]
+    assert out.logits.shape == (1, 16, 32000)
+    assert_close("340m decode step", reference, step.logits, atol=1e-4)
