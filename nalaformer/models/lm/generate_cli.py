@@ -1,0 +1,198 @@
+"""``nalaformer generate --checkpoint PATH --prompt TEXT``: print a continuation from a trained language model.
+
+``PATH`` is a run folder of ``nalaformer train lm`` (its newest valid checkpoint, or ``--ema`` weights), one of its
+``checkpoints/step_*`` folders, or a Hugging Face folder written by ``NaLaForCausalLM.save_pretrained`` (with the
+tokenizer in ``PATH/tokenizer``, or ``--tokenizer byte|gpt2``). The prompt is prefilled with the chunked form and each
+new token costs one recurrent step, so the decoding state of linear layers stays the same size however long the text.
+
+This module is a command: like the other sub-commands it uses the tools below ``cli.py`` (the run-folder reader of
+``nalaformer.train``, the tokenizers of ``nalaformer.data``), imported inside the functions; no library code imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nalaformer generate``."""
+    parser.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or save_pretrained folder")
+    parser.add_argument("--prompt", required=True, help="the text to continue (must not be empty)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: 0.8)")
+    parser.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens, 0 = all (50)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    parser.add_argument("--ema", action="store_true", help="run folders: use the EMA weights")
+    parser.add_argument("--tokenizer", default=None, choices=("byte", "gpt2"), help="save_pretrained folders only")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def load_model_and_tokenizer(
+    checkpoint: str | Path, *, ema: bool = False, tokenizer: str | None = None
+) -> tuple[Any, Any]:
+    """``(NaLaForCausalLM in eval mode, tokenizer)`` from a run, checkpoint or ``save_pretrained`` folder.
+
+    Args:
+        checkpoint (str | Path): the folder (see the module docstring).
+        ema (bool): run folders: load the EMA weights. Default: False.
+        tokenizer (str, optional): ``"byte"`` or ``"gpt2"`` for a ``save_pretrained`` folder without a
+            ``tokenizer/`` subfolder. Default: None.
+    """
+    from nalaformer.data.tokenizers import build_tokenizer, load_tokenizer
+    from nalaformer.models.lm import NaLaForCausalLM
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"--checkpoint {str(path)!r} does not exist")
+    if _is_pretrained_folder(path):
+        model = NaLaForCausalLM.from_pretrained(path)
+        if (path / "tokenizer").is_dir():
+            text_tokenizer = load_tokenizer(path / "tokenizer")
+        elif tokenizer is not None:
+            text_tokenizer = build_tokenizer(tokenizer)
+        else:
+            raise ValueError(
+                f"{str(path)!r} has no tokenizer/ folder; pass --tokenizer byte or --tokenizer gpt2 (a character "
+                "vocabulary can only come from the run that built it)"
+            )
+        return model.eval(), text_tokenizer
+    if tokenizer is not None:
+        raise ValueError("--tokenizer is only for save_pretrained folders; a run folder brings its own tokenizer")
+    return _load_from_run(path, ema=ema)
+
+
+def _is_pretrained_folder(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "nala"
+
+
+def _load_from_run(path: Path, *, ema: bool) -> tuple[Any, Any]:
+    from nalaformer.data.tokenizers import load_tokenizer
+    from nalaformer.models.lm import NaLaForCausalLM
+    from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
+    from nalaformer.train.config import from_dict
+    from nalaformer.train.recipes import lm as lm_recipe
+    from nalaformer.train.recipes.common import read_run_config
+
+    # a checkpoints/step_* folder sits two levels below its run folder
+    run_dir = path if (path / "config.json").is_file() else path.parent.parent
+    recipe, sections, _ = read_run_config(run_dir)
+    if recipe != lm_recipe.NAME:
+        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run; generation needs a language-model ('lm') run")
+    config = from_dict(lm_recipe.LMRecipeConfig, sections)
+    if config.data.name == "mqar":
+        raise ValueError(f"{str(run_dir)!r} was trained on MQAR, which has no text tokenizer to generate with")
+    text_tokenizer = load_tokenizer(run_dir / lm_recipe.TOKENIZER_FOLDER)
+    model = lm_recipe.build_model(config.model, vocab_size=text_tokenizer.vocab_size, block_size=config.data.block_size)
+    if not isinstance(model, NaLaForCausalLM):
+        raise ValueError(f"the run's model {config.model.name!r} is not a NaLaForCausalLM; it has no generate()")
+    load_weights(resolve_checkpoint(path), model, ema=ema)
+    return model.eval(), text_tokenizer
+
+
+def generate_text(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    max_new_tokens: int = 200,
+    greedy: bool = False,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> tuple[str, dict[str, float]]:
+    """Continue ``prompt``; returns ``(continuation text, stats)`` with the token count, seconds and state bytes.
+
+    Args:
+        model (NaLaForCausalLM): the model (on its device, eval mode).
+        tokenizer: a ``nalaformer.data`` tokenizer (``encode`` / ``decode``).
+        prompt (str): non-empty text.
+        max_new_tokens (int): tokens to generate, >= 1. Default: 200.
+        greedy (bool): greedy decoding instead of sampling. Default: False.
+        temperature (float): > 0. Default: 0.8.
+        top_k (int): >= 0 (0 = no top-k filter). Default: 50.
+        top_p (float): in (0, 1]. Default: 1.0.
+        seed (int): seed of the sampling. Default: 0.
+    """
+    import torch
+
+    from nalaformer.models.lm.compat import CACHE_FIELD
+
+    if not prompt:
+        raise ValueError("--prompt is empty: give at least one character to continue")
+    if max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    if top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"--top-k must be >= 0 and --top-p in (0, 1], got {top_k} and {top_p}")
+    ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=model.device)
+    if ids.shape[1] == 0:
+        raise ValueError(f"the prompt {prompt!r} encodes to no token")
+    limit = model.config.max_position_embeddings
+    if model.model.has_bounded_context and ids.shape[1] + max_new_tokens > limit:
+        raise ValueError(
+            f"prompt ({ids.shape[1]} tokens) + --max-new-tokens ({max_new_tokens}) exceeds this model's context of "
+            f"{limit} tokens (it has softmax layers); shorten one of them"
+        )
+    sampling = {} if greedy else {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            pad_token_id=model.config.pad_token_id if model.config.pad_token_id is not None else 0,
+            return_dict_in_generate=True,
+            **sampling,
+        )
+    seconds = time.perf_counter() - start
+    new_tokens = out.sequences[0, ids.shape[1] :]
+    cache = getattr(out, CACHE_FIELD, None)
+    stats = {
+        "prompt_tokens": ids.shape[1],
+        "new_tokens": int(new_tokens.numel()),
+        "seconds": seconds,
+        "state_bytes": cache.nbytes() if cache is not None else 0,
+    }
+    return tokenizer.decode(new_tokens), stats
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, generate, print the prompt and its continuation (stats go to stderr)."""
+    from nalaformer.train.distributed import resolve_device
+
+    if not args.prompt:
+        raise ValueError("--prompt is empty: give at least one character to continue")
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, ema=args.ema, tokenizer=args.tokenizer)
+    model.to(resolve_device(args.device))
+    text, stats = generate_text(
+        model,
+        tokenizer,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.greedy,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    print(args.prompt + text)
+    rate = stats["new_tokens"] / max(stats["seconds"], 1e-9)
+    print(
+        f"nalaformer generate: {stats['new_tokens']} tokens in {stats['seconds']:.2f} s ({rate:.1f} tokens/s) after "
+        f"a {stats['prompt_tokens']}-token prompt; decoding state {stats['state_bytes'] / 1024:.1f} KiB",
+        file=sys.stderr,
+    )
+    return 0
