@@ -10,6 +10,7 @@ from types import ModuleType
 
 RECIPES: dict[str, tuple[str, str]] = {
     "image": ("nalaformer.train.recipes.image", "image classification (default: NaLaFormer nano on MNIST-5k)"),
+    "image-fashion": ("nalaformer.train.recipes.image_fashion", "image classification, full Fashion-MNIST preset"),
     "lm": ("nalaformer.train.recipes.lm", "causal language model (default: NaLa LM on Shakespeare, characters)"),
 }
 
