@@ -233,9 +233,7 @@ def evaluate_run(
     datasets = build_datasets(config, tokenizer=tokenizer)
     if datasets.val is None:
         raise ValueError(f"the run {str(run_dir)!r} has no validation data (val_fraction too small)")
-    model = build_model(config.model, vocab_size=datasets.vocab_size, block_size=config.data.block_size)
-    path = resolve_checkpoint(checkpoint if checkpoint is not None else run_dir)
-    load_weights(path, model, ema=ema)
+    model, path = _load_run_model(config, run_dir, datasets.vocab_size, checkpoint, ema)
     target = resolve_device(device)
     model.to(target)
     metrics = evaluate(
@@ -243,3 +241,46 @@ def evaluate_run(
     )
     metrics["perplexity"] = float(torch.tensor(metrics["loss"]).exp())
     return {**metrics, "step": int(path.name.split("_")[-1]), "samples": len(datasets.val)}
+
+
+def _load_run_model(
+    config: LMRecipeConfig, run_dir: str | Path, vocab_size: int, checkpoint: str | Path | None, ema: bool
+) -> tuple[nn.Module, Path]:
+    """The run's model with the weights of ``checkpoint`` (default: the run's newest valid one), and that path."""
+    model = build_model(config.model, vocab_size=vocab_size, block_size=config.data.block_size)
+    path = resolve_checkpoint(checkpoint if checkpoint is not None else run_dir)
+    load_weights(path, model, ema=ema)
+    return model, path
+
+
+def evaluate_text(
+    run_dir: str | Path,
+    text_path: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    ema: bool = False,
+    device: str = "auto",
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Loss and perplexity of a language-model run on a UTF-8 text file (or directory), tokenised with the run's
+    tokenizer and cut into the run's non-overlapping ``block_size`` windows (each window starts a fresh context)."""
+    recipe, sections, _ = read_run_config(run_dir)
+    if recipe != NAME:
+        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run; --text needs a language-model run")
+    config = from_dict(LMRecipeConfig, sections)
+    if config.data.name == "mqar":
+        raise ValueError(f"{str(run_dir)!r} was trained on MQAR, which has no text tokenizer")
+    tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_FOLDER)
+    ids = encode_to_tensor(tokenizer, load_corpus(str(text_path)))
+    if len(ids) < config.data.block_size + 1:
+        raise ValueError(
+            f"{str(text_path)!r} holds {len(ids)} tokens; the run's block_size={config.data.block_size} needs at least "
+            f"{config.data.block_size + 1}"
+        )
+    windows = TokenWindows(ids, config.data.block_size)
+    model, path = _load_run_model(config, run_dir, tokenizer.vocab_size, checkpoint, ema)
+    target = resolve_device(device)
+    model.to(target)
+    metrics = evaluate(model, windows, lm_eval, batch_size=batch_size, device=target, precision=config.train.precision)
+    metrics["perplexity"] = float(torch.tensor(metrics["loss"]).exp())
+    return {**metrics, "step": int(path.name.split("_")[-1]), "samples": len(windows), "tokens": len(ids)}
