@@ -153,6 +153,8 @@ def generate_text(
             ids,
             max_new_tokens=max_new_tokens,
             do_sample=not greedy,
+            # runs are built with use_cache=False (training); decoding needs the cache
+            use_cache=True,
             pad_token_id=model.config.pad_token_id if model.config.pad_token_id is not None else 0,
             return_dict_in_generate=True,
             **sampling,
@@ -171,8 +173,13 @@ def generate_text(
 
 def run(args: argparse.Namespace) -> int:
     """Load, generate, print the prompt and its continuation (stats go to stderr)."""
+    from transformers.utils import logging as transformers_logging
+
     from nalaformer.train.distributed import resolve_device
 
+    # generate() warns whenever a text outgrows max_position_embeddings, which bounds softmax layers only; the
+    # limit that matters is checked in generate_text with a clear error.
+    transformers_logging.set_verbosity_error()
     if not args.prompt:
         raise ValueError("--prompt is empty: give at least one character to continue")
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, ema=args.ema, tokenizer=args.tokenizer)
