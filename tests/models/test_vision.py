@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.machinery
 import itertools
 import math
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nalaformer.layers import LinearAttention, SoftmaxAttention, list_attentions
+from nalaformer.layers import LinearAttention, SoftmaxAttention, attention_spec, list_attentions
 from nalaformer.models import (
     NaLaFormer,
     checkpoint_filter_fn,
@@ -38,6 +37,9 @@ VARIANTS = {
     "l": nalaformer_l,
 }
 LAYOUTS = ["released", "nala", "softmax"]
+# Mixers with a non-causal image form (the delta rules are causal 1-D only).
+IMAGE_MIXERS = [name for name in list_attentions() if attention_spec(name).image and attention_spec(name).noncausal]
+SEQUENCE_ONLY_MIXERS = [name for name in list_attentions() if name not in IMAGE_MIXERS]
 # Published parameters (M) and GMACs at 224² (paper Table 1 / official README).
 PUBLISHED = {"xt": (8, 1.0), "t": (15, 2.7), "s": (26, 5.1), "b": (52, 11.8), "l": (95, 17.7)}
 
@@ -161,12 +163,15 @@ def test_resolve_mixers_and_bad_layouts() -> None:
         resolve_mixers(["nala", ("nala",)], (1, 2))
     with pytest.raises(ValueError, match="no_such_mixer"):
         tiny(mixers="no_such_mixer")
+    for name in SEQUENCE_ONLY_MIXERS:
+        with pytest.raises(ValueError, match=name):
+            tiny(mixers=name)
 
 
 # Forward and backward ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mixer", list_attentions())
+@pytest.mark.parametrize("mixer", IMAGE_MIXERS)
 def test_nano_forward_backward_with_every_mixer(mixer: str) -> None:
     torch.manual_seed(0)
     model = nalaformer_nano(mixers=mixer, in_chans=1, drop_path_rate=0.1)
@@ -497,11 +502,10 @@ def test_timm_registration_when_timm_is_importable(monkeypatch) -> None:
 
 
 def test_info_command_prints_counts(capsys) -> None:
+    from nalaformer.cli import main
     from nalaformer.models import info
 
-    parser = argparse.ArgumentParser()
-    info.add_arguments(parser)
-    assert info.run(parser.parse_args(["--variants", "nano", "--layouts", "released", "softmax", "--size", "28"])) == 0
+    assert main(["info", "--variants", "nano", "--layouts", "released", "softmax", "--size", "28"]) == 0
     out = capsys.readouterr().out
     with torch.device("meta"):
         params = count_parameters(nalaformer_nano())
