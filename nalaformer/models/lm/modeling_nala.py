@@ -105,8 +105,10 @@ class NaLaDecoderLayer(nn.Module):
         )
         self.mlp_norm = NaLaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = NaLaMLP(config.hidden_size, config.intermediate_size)
-        for projection in (self.mixer.out_proj, self.mlp.down_proj):
-            setattr(projection, RESIDUAL_PROJECTION, True)
+        # every mixer built on the shared block ends in out_proj; a mixer without one keeps the plain init
+        for projection in (getattr(self.mixer, "out_proj", None), self.mlp.down_proj):
+            if isinstance(projection, nn.Linear):
+                setattr(projection, RESIDUAL_PROJECTION, True)
 
     def forward(
         self,
