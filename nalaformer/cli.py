@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("nalaformer.models.lm.generate_cli", "continue a prompt with a trained language model"),
     "diagnose": ("nalaformer.diagnostics.cli", "attention entropy vs query norm, NaLa exponent, sign agreement"),
     "info": ("nalaformer.models.info", "parameters and MACs of the vision variants for each mixer layout"),
+    "reproduce": ("nalaformer.reproduce.cli", "small-scale reproduction study of the paper's claims, with a report"),
 }
 
 # Errors that describe a problem with the input (bad option, missing data, NaN loss): printed as one line, no

@@ -1,0 +1,172 @@
+"""What the reproduction study runs in each mode: tasks, mixers, model sizes, steps and seeds.
+
+Every task trains every listed mixer with the same model, data, optimiser, steps and seeds, so the runs differ only in
+the token mixer (all mixers share one block, see ``nalaformer.layers``; their parameter counts differ by < 2%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("tiny", "quick", "full")
+
+# The paper's Table-5 ablation path in our registry: ReLU + constant power -> + sign split -> + norm-aware power.
+ABLATION_PATH = ("relu_power", "sign_split_power", "nala")
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One task of the study.
+
+    Attributes:
+        name: ``"image"``, ``"mqar"`` or ``"lm"``.
+        mixers: registry names trained on it.
+        steps: optimiser steps per run.
+        batch_size: global batch size.
+        lr: peak learning rate.
+        model: model keyword arguments (image: the ``nalaformer_nano`` options; LM: width / layers / heads).
+        data: data settings (dataset name, block size, MQAR sizes ...).
+        metric: the headline validation metric (``"val_accuracy"`` or ``"val_loss"``) and whether higher is better.
+    """
+
+    name: str
+    mixers: tuple[str, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    metric: str = "val_accuracy"
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A whole study: its tasks, seeds, and the sizes of the spikiness and efficiency sections."""
+
+    mode: str
+    tasks: tuple[TaskPlan, ...]
+    seeds: tuple[int, ...]
+    diagnostic_queries: int
+    bench_lengths: tuple[int, ...]
+    bench_repeats: int
+
+    def jobs(self) -> list[tuple[TaskPlan, str, int]]:
+        """Every (task, mixer, seed) training run, interleaving tasks so partial results cover all of them."""
+        runs = []
+        for seed in self.seeds:
+            longest = max(len(t.mixers) for t in self.tasks)
+            for index in range(longest):
+                runs.extend((t, t.mixers[index], seed) for t in self.tasks if index < len(t.mixers))
+        return runs
+
+
+_IMAGE_QUICK = ("softmax", "elu", "relu", *ABLATION_PATH, "nala_cosine")
+_IMAGE_FULL = (*_IMAGE_QUICK, "cosine_inhibit_power", "flatten", "polaformer", "cosformer", "hedgehog")
+_CAUSAL_QUICK = ("softmax", "elu", "sign_split_power", "nala", "deltanet", "nala_deltanet")
+_CAUSAL_FULL = (
+    "softmax",
+    "elu",
+    "relu",
+    "hedgehog",
+    "cosformer",
+    *ABLATION_PATH,
+    "nala_cosine",
+    "deltanet",
+    "nala_deltanet",
+    "gated_deltanet",
+    "nala_gated_deltanet",
+)
+_SMALL_IMAGE_MODEL = {"embed_dims": [16, 32, 64], "depths": [1, 1, 1], "num_heads": [1, 2, 4]}
+
+
+def study_plan(mode: str) -> StudyPlan:
+    """The plan of ``mode``: ``"quick"`` (the README's ``make demo``, about 10 minutes on 2 CPU cores), ``"full"``
+    (hours: more mixers, longer runs, 3 seeds) or ``"tiny"`` (seconds; for tests)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "tiny":
+        tasks = (
+            TaskPlan(
+                "image",
+                ("softmax", "nala"),
+                3,
+                16,
+                2e-3,
+                {**_SMALL_IMAGE_MODEL, "depths": [1, 1, 1]},
+                {"name": "digits", "val_fraction": 0.2},
+            ),
+            TaskPlan(
+                "mqar",
+                ("softmax", "nala"),
+                3,
+                16,
+                2e-3,
+                {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+                {
+                    "block_size": 32,
+                    "mqar_vocab": 32,
+                    "mqar_pairs": 4,
+                    "mqar_train_examples": 64,
+                    "mqar_val_examples": 32,
+                },
+            ),
+            TaskPlan(
+                "lm",
+                ("softmax", "nala"),
+                3,
+                8,
+                2e-3,
+                {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+                {"name": "shakespeare", "block_size": 32},
+                metric="val_loss",
+                higher_is_better=False,
+            ),
+        )
+        return StudyPlan(mode, tasks, (0,), diagnostic_queries=32, bench_lengths=(64, 128), bench_repeats=1)
+    quick = mode == "quick"
+    tasks = (
+        TaskPlan(
+            "image",
+            _IMAGE_QUICK if quick else _IMAGE_FULL,
+            steps=150 if quick else 1500,
+            batch_size=64,
+            lr=3e-3 if quick else 2e-3,
+            model=_SMALL_IMAGE_MODEL if quick else {},
+            data={"name": "mnist"} if quick else {"name": "fashion-mnist"},
+        ),
+        TaskPlan(
+            "mqar",
+            _CAUSAL_QUICK if quick else _CAUSAL_FULL,
+            steps=200 if quick else 1500,
+            batch_size=64,
+            lr=3e-3,
+            model={"hidden_size": 64, "num_layers": 2, "num_heads": 2},
+            data={
+                "block_size": 64,
+                "mqar_vocab": 64,
+                "mqar_pairs": 8,
+                "mqar_train_examples": 20_000,
+                "mqar_val_examples": 256,
+            },
+        ),
+        TaskPlan(
+            "lm",
+            _CAUSAL_QUICK if quick else _CAUSAL_FULL,
+            steps=150 if quick else 1500,
+            batch_size=32,
+            lr=3e-3 if quick else 2e-3,
+            model={"hidden_size": 64, "num_layers": 2, "num_heads": 2}
+            if quick
+            else {"hidden_size": 128, "num_layers": 4, "num_heads": 4},
+            data={"name": "shakespeare", "block_size": 128},
+            metric="val_loss",
+            higher_is_better=False,
+        ),
+    )
+    if quick:
+        return StudyPlan(mode, tasks, (0,), diagnostic_queries=128, bench_lengths=(256, 1024, 4096), bench_repeats=3)
+    return StudyPlan(
+        mode, tasks, (0, 1, 2), diagnostic_queries=256, bench_lengths=(256, 1024, 4096, 16384), bench_repeats=5
+    )
