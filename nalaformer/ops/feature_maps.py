@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from nalaformer.ops.fused_features import SignSplitPower, fused_path_applies
 from nalaformer.ops.validation import check_choice, check_float_tensor, upcast
 
 INHIBIT_MODES = ("sign", "cosine", "none")
@@ -88,6 +89,8 @@ def nala_query_map(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     q = upcast(q)
+    if inhibit == "sign" and fused_path_applies(lam, tau, power, normalise=True):
+        return SignSplitPower.apply(q, True, lam, tau, temperature, power, eps)
     norm = l2_norm(q, eps)
     q_hat = q / norm
     p = nala_exponent(norm, lam, tau, temperature) if power is None else power
@@ -113,8 +116,26 @@ def nala_key_map(
     check_float_tensor("k", k)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
     k = upcast(k)
+    if inhibit == "sign" and fused_path_applies(lam, 0.0, None, normalise=False):
+        return SignSplitPower.apply(k, False, lam, 0.0, 1.0, None, eps)
     direction = k / l2_norm(k, eps) if inhibit == "cosine" else k
     return _split(safe_pow(k.abs(), lam), direction, inhibit, alpha)
+
+
+def reference_sign_split_power(
+    x: torch.Tensor, normalise: bool, lam: float, tau: float, temperature: float, power: float | None, eps: float
+) -> torch.Tensor:
+    """The sign-split NaLa maps written out with autograd-tracked ops: the oracle of :class:`SignSplitPower`.
+
+    ``normalise=True`` is :func:`nala_query_map` (``x / ||x||`` to the norm-aware or constant power), ``False``
+    :func:`nala_key_map` (``|x|^lam``). ``x [..., D]`` fp32 or fp64; returns ``[..., 2D]`` in its dtype.
+    """
+    if not normalise:
+        return _split(safe_pow(x.abs(), lam), x, "sign", 0.0)
+    norm = l2_norm(x, eps)
+    x_hat = x / norm
+    p = nala_exponent(norm, lam, tau, temperature) if power is None else power
+    return _split(safe_pow(x_hat.abs(), p), x_hat, "sign", 0.0)
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:

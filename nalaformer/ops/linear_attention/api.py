@@ -178,9 +178,13 @@ def _run(
             start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device, q.dtype)
             o, final = recurrent_core(q, k, qn, kn, values, valid, start, eps)
         elif mode == "chunk":
-            o, kv_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)
+            o, kv_total, k_sum_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)
             if want_state:
-                final = final_state(k, kn, values, valid, state, kv=kv_total)
+                final = LinearAttentionState(kv_total, k_sum_total, valid.sum(dim=1))
+                if state is not None:
+                    final = LinearAttentionState(
+                        final.kv + state.kv, final.k_sum + state.k_sum, final.count + state.count
+                    )
         else:
             o = naive_core(q, k, qn, kn, values, valid, state, True, eps)
             final = final_state(k, kn, values, valid, state) if want_state else None

@@ -1,10 +1,19 @@
-"""Causal normalised linear attention, chunked: masked matmuls inside a chunk, carried sums across chunks."""
+"""Causal normalised linear attention, chunked: masked matmuls inside a chunk, carried sums across chunks.
+
+The work is one autograd function, :class:`CausalChunkSums`, ``out_t = a_t · (S_0 + Σ_{s <= t} b_s c_sᵀ)``, used for
+the numerator (``a, b, c = qn, kn, v``) and the denominator (``q, k, 1``). Written by hand because autograd through
+the plain chunked formula costs more than the matmuls on CPU: ``cumsum`` over the chunk axis is a strided scalar loop
+(its backward adds two ``flip`` copies), 5-D matmuls on strided views copy their inputs on every call, and every
+intermediate is saved. Here the inputs are made chunk-contiguous once, the running state is a short loop of in-place
+adds, the intra-chunk products accumulate in place (``baddbmm``), and backward reuses the saved state.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from nalaformer.ops.higher_order import reference_vjp
 from nalaformer.ops.linear_attention.naive import normalise
 from nalaformer.ops.linear_attention.state import LinearAttentionState
 
@@ -19,34 +28,116 @@ def chunk_core(
     state: LinearAttentionState | None,
     eps: float,
     chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 ``[B, H, T, F]`` features (masked keys zeroed), ``valid [B, T]`` -> ``(o [B, H, T, Dv], kv_total)``.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 ``[B, H, T, F]`` features (masked keys zeroed), ``valid [B, T]`` -> ``(o [B, H, T, Dv], kv, k_sum)``.
 
-    The numerator of chunk ``c`` is ``qn_c S_c + tril(qn_c kn_cᵀ) v_c`` with ``S_c`` the sum of ``kn v`` over earlier
-    chunks (plus the initial state). The denominator uses a running sum of ``k`` over time, which costs as much memory
-    as ``k`` itself. ``kv_total`` is ``Σ kn v`` over the whole call (for the final state).
+    When the numerator and denominator share their features (``qn is q and kn is k``, no RoPE), a ones column
+    appended to ``v`` carries the denominator through the numerator's matmuls; otherwise the denominator is a second
+    pass with ``c = 1``. ``kv [B, H, F, Dv]`` and ``k_sum [B, H, F]`` sum the whole call, without the initial state.
     """
-    seq_len = q.shape[2]
-    pad = (-seq_len) % chunk_size
-    if pad:
-        qn, kn, v = (F.pad(x, (0, 0, 0, pad)) for x in (qn, kn, v))
-    chunks = (seq_len + pad) // chunk_size
-    qc = qn.unflatten(2, (chunks, chunk_size))
-    kc = kn.unflatten(2, (chunks, chunk_size))
-    vc = v.unflatten(2, (chunks, chunk_size))
-
-    kv_chunks = kc.transpose(-1, -2) @ vc
-    kv_before = kv_chunks.cumsum(dim=2) - kv_chunks
-    if state is not None:
-        kv_before = kv_before + state.kv.unsqueeze(2)
-    keep = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()
-    scores = (qc @ kc.transpose(-1, -2)).masked_fill(~keep, 0.0)
-    num = (qc @ kv_before + scores @ vc).flatten(2, 3)[:, :, :seq_len]
-
-    k_running = k.cumsum(dim=2)
+    value_dim = v.shape[-1]
     count = valid.cumsum(dim=1)
     if state is not None:
-        k_running = k_running + state.k_sum.unsqueeze(2)
         count = count + state.count.unsqueeze(1)
-    den = (q * k_running).sum(dim=-1)
-    return normalise(num, den, count, eps), kv_chunks.sum(dim=2)
+    ones = torch.ones_like(v[..., :1])
+    if qn is q and kn is k:
+        initial = None if state is None else torch.cat([state.kv, state.k_sum.unsqueeze(-1)], dim=-1)
+        out, total = CausalChunkSums.apply(q, k, torch.cat([v, ones], dim=-1), initial, chunk_size)
+        num, den = out[..., :value_dim], out[..., value_dim]
+        kv, k_sum = total[..., :value_dim], total[..., value_dim]
+    else:
+        num, kv = CausalChunkSums.apply(qn, kn, v, None if state is None else state.kv, chunk_size)
+        initial = None if state is None else state.k_sum.unsqueeze(-1)
+        den, k_sum = CausalChunkSums.apply(q, k, ones, initial, chunk_size)
+        den, k_sum = den[..., 0], k_sum[..., 0]
+    return normalise(num, den, count, eps), kv, k_sum
+
+
+def reference_causal_sums(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, initial: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`CausalChunkSums` written out quadratically with autograd-tracked ops (its double backward)."""
+    out = (a @ b.transpose(-1, -2)).tril() @ c
+    if initial is not None:
+        out = out + a @ initial
+    return out, b.transpose(-1, -2) @ c
+
+
+def _chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """``[B, H, T, D]`` -> contiguous ``[B*H, N, C, D]`` (zero-padded to ``N * C`` tokens; a view when possible)."""
+    batch, heads, seq_len, dim = x.shape
+    pad = (-seq_len) % chunk_size
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))
+    return x.reshape(batch * heads, -1, chunk_size, dim).contiguous()
+
+
+class CausalChunkSums(torch.autograd.Function):
+    """``out_t = a_t · (S_0 + Σ_{s <= t} b_s c_sᵀ)`` and ``total = Σ_s b_s c_sᵀ``, chunk by chunk.
+
+    ``forward(a [B, H, T, F], b [B, H, T, F], c [B, H, T, Dc], initial [B, H, F, Dc] | None, chunk_size)`` returns
+    ``out [B, H, T, Dc]`` and ``total [B, H, F, Dc]`` (the initial state not included). Saves the chunked inputs,
+    the state before every chunk (``[B*H, N, F, Dc]``) and the masked intra-chunk scores (``[B*H, N, C, C]``).
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, c, initial, chunk_size):
+        batch, heads, seq_len, features = a.shape
+        value_dim = c.shape[-1]
+        a_c, b_c, c_c = (_chunked(x, chunk_size) for x in (a, b, c))
+        rows, chunks = a_c.shape[:2]
+        # state before each chunk: an exclusive running sum of the per-chunk sums, one small add per chunk
+        per_chunk = b_c.transpose(-1, -2) @ c_c
+        before = torch.empty_like(per_chunk)
+        if initial is None:
+            before[:, 0].zero_()
+        else:
+            before[:, 0].copy_(initial.reshape(rows, features, value_dim))
+        for index in range(1, chunks):
+            torch.add(before[:, index - 1], per_chunk[:, index - 1], out=before[:, index])
+        total = per_chunk.sum(dim=1)
+        scores = (a_c @ b_c.transpose(-1, -2)).tril_()
+        out = a_c @ before
+        out.flatten(0, 1).baddbmm_(scores.flatten(0, 1), c_c.flatten(0, 1))
+        ctx.save_for_backward(a_c, b_c, c_c, before, scores)
+        ctx.shape = (batch, heads, seq_len, initial is not None)
+        ctx.inputs = (a, b, c, initial, chunk_size)
+        out = out.reshape(batch, heads, -1, value_dim)[:, :, :seq_len]
+        return out, total.reshape(batch, heads, features, value_dim)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_total):
+        a_c, b_c, c_c, before, scores = ctx.saved_tensors
+        batch, heads, seq_len, has_initial = ctx.shape
+        if torch.is_grad_enabled():
+            # create_graph=True: a differentiable gradient through the plain formula
+            a, b, c, initial, _ = ctx.inputs
+            grads = reference_vjp(reference_causal_sums, (a, b, c, initial), (grad_out, grad_total))
+            return (*grads, None)
+        rows, chunks, chunk_size, features = a_c.shape
+        value_dim = c_c.shape[-1]
+        grad_c_out = _chunked(grad_out, chunk_size)
+        # through out = a · before: d before = aᵀ d out; d a = d out · beforeᵀ
+        grad_before = a_c.transpose(-1, -2) @ grad_c_out
+        grad_scores = (grad_c_out @ c_c.transpose(-1, -2)).tril_()
+        grad_a = grad_c_out @ before.transpose(-1, -2)
+        grad_a.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1), b_c.flatten(0, 1))
+        # per-chunk sums feed every later chunk's state and the total: a reverse running sum
+        grad_per_chunk = torch.empty_like(grad_before)
+        grad_per_chunk[:, -1].copy_(grad_total.reshape(rows, features, value_dim))
+        for index in range(chunks - 2, -1, -1):
+            torch.add(grad_per_chunk[:, index + 1], grad_before[:, index + 1], out=grad_per_chunk[:, index])
+        grad_initial = None
+        if has_initial:
+            # the initial state feeds every chunk's state but not the total
+            grad_initial = grad_per_chunk[:, 0] + grad_before[:, 0] - grad_total.reshape(rows, features, value_dim)
+            grad_initial = grad_initial.reshape(batch, heads, features, value_dim)
+        grad_b = c_c @ grad_per_chunk.transpose(-1, -2)
+        grad_b.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1).transpose(-1, -2), a_c.flatten(0, 1))
+        grad_c = b_c @ grad_per_chunk
+        grad_c.flatten(0, 1).baddbmm_(scores.flatten(0, 1).transpose(-1, -2), grad_c_out.flatten(0, 1))
+
+        def unchunk(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(batch, heads, -1, x.shape[-1])[:, :, :seq_len]
+
+        return unchunk(grad_a), unchunk(grad_b), unchunk(grad_c), grad_initial, None
