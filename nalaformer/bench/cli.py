@@ -1,0 +1,215 @@
+"""``nalaformer bench``: operator, decoding, model and roofline benchmarks; CSV + PNG per suite, targets on stdout.
+
+``nalaformer bench`` runs every suite with the issue's settings (B=1, H=4, D=64, fp32, all threads, T = 256..65536) and
+writes ``<out>/<suite>-<device>-torch<version>.{csv,png}`` plus ``summary-<device>-torch<version>.md`` (the tables and
+the targets). ``--tiny`` runs everything end to end at toy sizes in seconds (for tests; nothing is written unless
+``--out`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SUITES = ("operators", "roofline", "decoding", "vision", "language")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nalaformer bench``."""
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:n] (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes, seconds end to end (tests)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="operator sequence lengths")
+    parser.add_argument("--methods", nargs="+", default=None, help="operator methods (default: all)")
+    parser.add_argument("--modes", choices=["noncausal", "causal"], nargs="+", default=None, help="operator modes")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default per suite)")
+    parser.add_argument("--sdpa-max-len", type=int, default=16384, help="skip SDPA above this length")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--contexts", type=int, nargs="+", default=None, help="decoding context lengths")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="vision input sizes (square)")
+    parser.add_argument("--budget", type=float, default=60.0, help="vision: one call above this many s is not repeated")
+    parser.add_argument("--lm-seq-len", type=int, default=1024, help="language-model training sequence length")
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen suites, write their files, print the tables and targets."""
+    import torch
+
+    from nalaformer.bench import decoding, models, operators, report, roofline
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here")
+    unknown = sorted(set(args.suites) - {*SUITES, "all"})
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES)} or all")
+    suites = SUITES if not args.suites or "all" in args.suites else tuple(dict.fromkeys(args.suites))
+    out = args.out if args.out is not None else (None if args.tiny else Path("benchmarks/results"))
+    dtype = torch.float32
+    tiny = args.tiny
+    results: dict[str, list[dict[str, Any]]] = {}
+    extra = report.metadata(device, dtype)
+
+    if "operators" in suites:
+        modes = (False, True) if args.modes is None else tuple(mode == "causal" for mode in args.modes)
+        settings = operators.OperatorSettings(
+            lengths=tuple(args.lengths or ((64, 128) if tiny else operators.OperatorSettings.lengths)),
+            methods=tuple(args.methods or operators.METHODS),
+            modes=modes,
+            heads=2 if tiny else 4,
+            head_dim=16 if tiny else 64,
+            dtype=dtype,
+            device=device,
+            rounds=args.rounds or (1 if tiny else 5),
+            sdpa_max_len=args.sdpa_max_len,
+            memory_methods=() if args.no_memory else ("nala", "sdpa"),
+            threads=args.threads,
+            min_round_s=0.0 if tiny else 0.02,
+        )
+        results["operators"] = operators.run_operator_benchmarks(settings, progress=_log)
+    if "roofline" in suites:
+        settings = roofline.RooflineSettings(
+            seq_len=256 if tiny else 16384,
+            matmul_size=128 if tiny else 2048,
+            rounds=args.rounds or (1 if tiny else 7),
+            device=device,
+            min_round_s=0.0 if tiny else 0.02,
+        )
+        results["roofline"] = roofline.run_roofline(settings, progress=_log)
+    if "decoding" in suites:
+        settings = decoding.DecodingSettings(
+            contexts=tuple(args.contexts or ((32, 64) if tiny else decoding.DecodingSettings.contexts)),
+            hidden_size=32 if tiny else 256,
+            num_layers=1 if tiny else 4,
+            num_heads=2 if tiny else 4,
+            rounds=args.rounds or (1 if tiny else 7),
+            device=device,
+            min_round_s=0.0 if tiny else 0.05,
+        )
+        results["decoding"] = decoding.run_decoding(settings, progress=_log)
+    if "vision" in suites:
+        settings = models.VisionSettings(
+            variant="nalaformer_nano" if tiny else "nalaformer_t",
+            sizes=tuple(args.sizes or ((32,) if tiny else models.VisionSettings.sizes)),
+            batch=None if tiny else {224: 4},
+            rounds=args.rounds or (1 if tiny else 3),
+            budget_s=args.budget,
+            device=device,
+        )
+        results["vision"] = models.run_vision(settings, progress=_log)
+    if "language" in suites:
+        settings = models.LanguageSettings(
+            mixers=("nala", "softmax") if tiny else None,
+            seq_len=32 if tiny else args.lm_seq_len,
+            hidden_size=32 if tiny else 256,
+            num_layers=1 if tiny else 4,
+            num_heads=2 if tiny else 4,
+            rounds=args.rounds or (1 if tiny else 3),
+            device=device,
+            min_round_s=0.0 if tiny else 0.02,
+        )
+        results["language"] = models.run_language(settings, progress=_log)
+
+    targets = report.evaluate_targets(
+        results.get("operators", ()), results.get("decoding", ()), results.get("roofline", ())
+    )
+    summary = _summary(results, targets, device, args)
+    print(summary)
+    if out is not None:
+        _write(results, summary, out, device, dtype, extra, args.threads)
+    return 0
+
+
+def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: Any, args: argparse.Namespace) -> str:
+    import torch
+
+    from nalaformer.bench import report
+
+    command = "nalaformer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "nalaformer bench"
+    where = f"{report.metadata(device)['device']}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    lines = [
+        f"# Benchmarks: {where}",
+        "",
+        f"Command: `{command.strip()}`",
+        "",
+        "## Targets",
+        "",
+        report.targets_markdown(targets),
+    ]
+    if "operators" in results:
+        lines += ["", "## Operators (B=1, H=4, D=64, fp32)", "", report.operators_markdown(results["operators"])]
+        lines += ["", report.operators_markdown(results["operators"], pass_name="fwd")]
+    for suite, columns in (
+        ("roofline", ("name", "seq_len", "median_ms", "gflops_per_s", "fraction_of_matmul")),
+        ("decoding", ("mixer", "context", "per_token_ms", "speedup_vs_reference", "state_mib")),
+        ("vision", ("layout", "size", "batch", "pass", "images_per_s", "speedup_vs_softmax", "note")),
+        ("language", ("mixer", "seq_len", "batch", "tokens_per_s", "speedup_vs_softmax")),
+    ):
+        if suite in results:
+            lines += ["", f"## {suite.capitalize()}", "", _table(results[suite], columns)]
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _write(
+    results: dict[str, list[dict[str, Any]]],
+    summary: str,
+    out: Path,
+    device: Any,
+    dtype: Any,
+    extra: dict[str, Any],
+    threads: int | None,
+) -> None:
+    from nalaformer.bench import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    for suite, rows in results.items():
+        path = report.write_csv(rows, report.result_path(out, suite, device, "csv", threads), extra)
+        _log(f"wrote {path}")
+    title = f"{extra['device']}, {extra['threads']} threads, torch {extra['torch']}"
+    plots = {
+        "operators": lambda rows, path: report.plot_operators(rows, path, title),
+        "decoding": lambda rows, path: report.plot_series(
+            rows, "context", "per_token_ms", "mixer", path, f"per-token decoding latency ({title})"
+        ),
+        "language": None,
+        "roofline": None,
+        "vision": lambda rows, path: report.plot_series(
+            [dict(r, series=f"{r['layout']} {r['pass']}") for r in rows],
+            "size",
+            "images_per_s",
+            "series",
+            path,
+            f"NaLaFormer images/s ({title})",
+        ),
+    }
+    for suite, rows in results.items():
+        plot = plots.get(suite)
+        if plot is not None and rows:
+            path = plot(rows, report.result_path(out, suite, device, "png", threads))
+            if path is not None:
+                _log(f"wrote {path}")
+    summary_path = out / f"summary-{report.device_slug(device, threads)}-torch{report.torch_version()}.md"
+    summary_path.write_text(summary)
+    _log(f"wrote {summary_path}")

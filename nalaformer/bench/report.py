@@ -1,0 +1,274 @@
+"""Result files (CSV + PNG named by device and torch version), the issue's targets, and Markdown tables.
+
+File names follow ``<suite>-<device>-torch<version>.<ext>``, e.g. ``operators-cpu-xeon-2c-torch2.13.0.csv``; every CSV
+row also carries the device, thread count, torch version and dtype, so a file read on its own says where it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import platform
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_slug(device: torch.device | str, threads: int | None = None) -> str:
+    """A short file-name-safe device name: ``cpu-xeon-2c``, ``cpu-epyc-16c``, ``cuda-h100``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device).lower()
+        match = re.search(r"(h100|h200|a100|a6000|l4|l40s?|t4|v100|rtx\s*\d+|[a-z]+\d+)", name)
+        return "cuda-" + re.sub(r"\s+", "", match.group(1) if match else name.split()[-1])
+    model = _cpu_model().lower()
+    family = next((word for word in ("epyc", "xeon", "ryzen", "core", "apple", "graviton") if word in model), "cpu")
+    cores = threads if threads is not None else torch.get_num_threads()
+    return f"cpu-{family}-{cores}c"
+
+
+def torch_version() -> str:
+    """``torch.__version__`` without the local build tag (``2.13.0+cpu`` -> ``2.13.0``)."""
+    return torch.__version__.split("+")[0]
+
+
+def result_path(
+    out_dir: Path | str, suite: str, device: torch.device | str, ext: str, threads: int | None = None
+) -> Path:
+    """``out_dir / f"{suite}-{device_slug}-torch{version}.{ext}"``."""
+    return Path(out_dir) / f"{suite}-{device_slug(device, threads)}-torch{torch_version()}.{ext}"
+
+
+def metadata(device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The columns every result row carries."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    return {
+        "device": name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path | str, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``rows`` (plus the ``extra`` columns on every row) as CSV; floats with 6 significant digits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{**row, **(extra or {})} for row in rows]
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    return path
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue: what was measured against what was asked."""
+
+    name: str
+    goal: str
+    measured: float
+    met: bool | None
+    unit: str = "x"
+
+    def measured_text(self) -> str:
+        if math.isnan(self.measured):
+            return "not measured"
+        return f"{self.measured:.3g}{self.unit}"
+
+
+def _find(rows: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for row in rows:
+        if all(row.get(key) == value for key, value in match.items()):
+            return row
+    return None
+
+
+def _at_least(name: str, value: float | None, threshold: float) -> Target:
+    value = math.nan if value is None else float(value)
+    met = None if math.isnan(value) else value >= threshold
+    return Target(name, f">= {threshold:g}x", value, met)
+
+
+def _flatness(name: str, values: Sequence[float], tolerance: float) -> Target:
+    values = [v for v in values if not math.isnan(v)]
+    if len(values) < 2:
+        return Target(name, f"within {tolerance:.0%}", math.nan, None, unit="")
+    spread = max(values) / min(values) - 1.0
+    return Target(name, f"max/min - 1 <= {tolerance:.0%}", 100 * spread, spread <= tolerance, unit="%")
+
+
+def evaluate_targets(
+    operators: Sequence[dict[str, Any]] = (),
+    decoding: Sequence[dict[str, Any]] = (),
+    roofline: Sequence[dict[str, Any]] = (),
+) -> list[Target]:
+    """The issue's targets, each with the measured figure (``nan`` / ``met=None`` where not measured)."""
+    targets = []
+
+    def speedup(causal: bool, seq_len: int) -> float | None:
+        row = _find(operators, method="nala", causal=causal, seq_len=seq_len, **{"pass": "fwd+bwd"})
+        return None if row is None else row["speedup_vs_sdpa"]
+
+    for seq_len, threshold in ((1024, 2), (4096, 10), (16384, 40)):
+        targets.append(_at_least(f"non-causal fwd+bwd vs SDPA, T={seq_len}", speedup(False, seq_len), threshold))
+    for seq_len, threshold in ((2048, 2), (16384, 15)):
+        targets.append(_at_least(f"causal fwd+bwd vs causal SDPA, T={seq_len}", speedup(True, seq_len), threshold))
+    for causal in (False, True):
+        per_token = [
+            row["peak_bytes_per_token"]
+            for row in operators
+            if row["method"] == "nala" and row["causal"] == causal and row["pass"] == "fwd+bwd"
+            if 4096 <= row["seq_len"] <= 65536
+        ]
+        label = "causal" if causal else "non-causal"
+        targets.append(_flatness(f"{label} fwd+bwd peak memory per token, T=4k..64k", per_token, 0.15))
+    nala_decoding = [row for row in decoding if row["mixer"] == "nala"]
+    targets.append(
+        _flatness(
+            "decoding per-token latency, context 1k..16k",
+            [row["per_token_ms"] for row in nala_decoding if 1024 <= row["context"] <= 16384],
+            0.20,
+        )
+    )
+    at_16k = _find(nala_decoding, context=16384)
+    targets.append(
+        _at_least("decoding vs softmax KV cache at 16k", None if at_16k is None else at_16k["speedup_vs_reference"], 10)
+    )
+    forward = _find(roofline, name="nala non-causal forward")
+    fraction = math.nan if forward is None else 100 * forward["fraction_of_matmul"]
+    targets.append(
+        Target(
+            f"NaLa forward FLOP/s vs matmul, T={forward['seq_len'] if forward else 16384}",
+            ">= 40%",
+            fraction,
+            None if math.isnan(fraction) else fraction >= 40,
+            unit="%",
+        )
+    )
+    return targets
+
+
+def targets_markdown(targets: Sequence[Target]) -> str:
+    """A Markdown table of the targets: goal, measured, met / missed."""
+    lines = ["| target | goal | measured | |", "|---|---|---|---|"]
+    for target in targets:
+        verdict = "not measured" if target.met is None else ("met" if target.met else "**missed**")
+        lines.append(f"| {target.name} | {target.goal} | {target.measured_text()} | {verdict} |")
+    return "\n".join(lines)
+
+
+def operators_markdown(rows: Sequence[dict[str, Any]], pass_name: str = "fwd+bwd") -> str:
+    """Milliseconds per call and the speed-up over SDPA of each method, one table per mode, for ``pass_name``."""
+    blocks = []
+    for causal in (False, True):
+        selected = [r for r in rows if r["causal"] == causal and r["pass"] == pass_name]
+        if not selected:
+            continue
+        lengths = sorted({r["seq_len"] for r in selected})
+        methods = list(dict.fromkeys(r["method"] for r in selected))
+        header = "| method | " + " | ".join(f"T={t}" for t in lengths) + " |"
+        lines = [f"{'causal' if causal else 'non-causal'}, {pass_name}: ms (speed-up over SDPA)", "", header]
+        lines.append("|---|" + "---|" * len(lengths))
+        for method in methods:
+            cells = []
+            for seq_len in lengths:
+                row = _find(selected, method=method, seq_len=seq_len)
+                if row is None or math.isnan(row["median_ms"]):
+                    cells.append("–")
+                elif math.isnan(row["speedup_vs_sdpa"]) or method == "sdpa":
+                    cells.append(f"{row['median_ms']:.3g}")
+                else:
+                    cells.append(f"{row['median_ms']:.3g} ({row['speedup_vs_sdpa']:.2g}x)")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "") -> Path | None:
+    """Time (fwd+bwd), speed-up over SDPA and peak memory per token against ``T``, one row of panels per mode."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    modes = [causal for causal in (False, True) if any(r["causal"] == causal for r in rows)]
+    figure, axes = plt.subplots(len(modes), 3, figsize=(16, 4.6 * len(modes)), squeeze=False)
+    for row_axes, causal in zip(axes, modes):
+        selected = [r for r in rows if r["causal"] == causal and r["pass"] == "fwd+bwd"]
+        label = "causal" if causal else "non-causal"
+        for method in dict.fromkeys(r["method"] for r in selected):
+            points = sorted((r["seq_len"], r) for r in selected if r["method"] == method)
+            style = dict(marker="o", linewidth=2.4 if method in ("nala", "sdpa") else 1.2, label=method)
+            for axis, key in zip(row_axes, ("median_ms", "speedup_vs_sdpa", "peak_bytes_per_token")):
+                scale = 1024 if key == "peak_bytes_per_token" else 1
+                xs = [t for t, r in points if not math.isnan(r[key])]
+                ys = [r[key] / scale for t, r in points if not math.isnan(r[key])]
+                if xs and not (key == "speedup_vs_sdpa" and method == "sdpa"):
+                    axis.plot(xs, ys, **style)
+        for axis, ylabel in zip(row_axes, ("ms (fwd+bwd)", "speed-up over SDPA (x)", "peak KiB per token (fwd+bwd)")):
+            axis.set_xscale("log", base=2)
+            axis.set_xlabel("sequence length T")
+            axis.set_ylabel(ylabel)
+            axis.set_title(f"{label}: {ylabel}")
+            axis.grid(True, which="both", alpha=0.3)
+        row_axes[0].set_yscale("log")
+        row_axes[1].set_yscale("log")
+        row_axes[1].axhline(1.0, color="black", linewidth=0.8)
+        row_axes[0].legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_series(
+    rows: Sequence[dict[str, Any]], x: str, y: str, group: str, path: Path | str, title: str, log_x: bool = True
+) -> Path | None:
+    """One line per ``group`` value of ``y`` against ``x`` (decoding latency, model throughput)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r[group] for r in rows):
+        points = sorted((r[x], r[y]) for r in rows if r[group] == name and not math.isnan(r[y]))
+        if points:
+            axis.plot(*zip(*points), marker="o", label=str(name))
+    if log_x:
+        axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

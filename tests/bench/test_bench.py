@@ -1,0 +1,138 @@
+"""The benchmark suite end to end at toy sizes, and the pieces whose logic can be checked exactly.
+
+Speed is never asserted here: ratios are printed by ``nalaformer bench``; these tests check that every suite runs,
+writes its files and computes its figures from the timings it took.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from nalaformer.bench import operators, report
+from nalaformer.bench.memory import peak_memory_bytes, rss_supported
+from nalaformer.bench.roofline import nala_forward_flops
+from nalaformer.bench.timing import Timing, paired_ratio, time_interleaved
+from nalaformer.cli import main
+from nalaformer.ops import nala_attention
+from tests.assertions import assert_close
+
+
+def test_time_interleaved_rotates_candidates_and_keeps_every_round():
+    order: list[str] = []
+    candidates = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    timings = time_interleaved(candidates, rounds=3, warmup=1, min_round_s=0.0)
+    # one warm-up call each, then rounds starting at a, b, c in turn
+    assert order == list("abc") + list("abc") + list("bca") + list("cab")
+    for timing in timings.values():
+        assert timing.rounds == 3 and len(timing.samples_s) == 3 and timing.calls_per_round == 1
+        assert timing.min_s <= timing.median_s <= timing.max_s
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    reference = Timing(4.0, 2.0, 8.0, 3, 1, (2.0, 4.0, 8.0))
+    candidate = Timing(1.0, 1.0, 4.0, 3, 1, (1.0, 1.0, 4.0))
+    # per-round ratios 2, 4, 2 -> median 2 (the ratio of medians would be 4)
+    assert paired_ratio(reference, candidate) == 2.0
+    with pytest.raises(ValueError, match="different runs"):
+        paired_ratio(reference, Timing(1.0, 1.0, 1.0, 1, 1, (1.0,)))
+
+
+@pytest.mark.parametrize(
+    "bad,match", [(dict(rounds=0), "rounds"), (dict(warmup=-1), "warmup")], ids=["rounds", "warmup"]
+)
+def test_time_interleaved_rejects_bad_settings(bad, match):
+    with pytest.raises(ValueError, match=match):
+        time_interleaved({"a": lambda: None}, **bad)
+    with pytest.raises(ValueError, match="at least one"):
+        time_interleaved({})
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_plain_nala_reference_matches_the_library(causal):
+    """The benchmark's unfused NaLa (the "before" row) computes what ``nala_attention`` computes."""
+    q, k, v = operators.make_inputs(2, 70, 2, 16, torch.device("cpu"), torch.float64)
+    assert_close("o", nala_attention(q, k, v, causal=causal), operators.plain_nala_attention(q, k, v, causal))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+@pytest.mark.parametrize("method", operators.METHODS)
+def test_every_method_runs_forward_and_backward(method, causal):
+    attention = operators.build_method(method, causal, heads=2, head_dim=8, device=torch.device("cpu"))
+    q, k, v = operators.make_inputs(1, 33, 2, 8, torch.device("cpu"), torch.float32)
+    out = attention(q, k, v)
+    assert out.shape == (1, 33, 2, 8) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
+def test_roofline_flop_count():
+    # per head: 2*T*2D*D for the state and again for the output
+    assert nala_forward_flops(1000, heads=4, head_dim=64) == 4 * 8 * 1000 * 64**2
+    assert nala_forward_flops(1000, 1, 64, causal=True) == 8 * 1000 * 64**2 + 2 * 1000 * 64 * 128 + 2 * 1000 * 64 * 64
+
+
+@pytest.mark.skipif(not rss_supported(), reason="needs Linux /proc to reset and read the resident-set peak")
+def test_peak_memory_counts_what_the_call_allocates():
+    """In a fresh process: at least the gradients of q, k, v and the saved 2D-wide features, and not wildly more."""
+    seq_len, heads, dim = 8192, 2, 32
+    kwargs = dict(method="nala", causal=False, seq_len=seq_len, batch=1, heads=heads, head_dim=dim)
+    peak = peak_memory_bytes("nalaformer.bench.operators:memory_case", kwargs, threads=1)
+    print(f"peak memory of NaLa fwd+bwd at T={seq_len}: {peak / 2**20:.2f} MiB")
+    # dq, dk, dv (3 x T*H*D) and phi_q, phi_k (2 x T*H*2D) fp32 are alive together at the peak
+    lower = (3 + 4) * seq_len * heads * dim * 4
+    assert lower <= peak < 4 * lower
+
+
+def test_targets_are_judged_from_the_rows():
+    rows = [
+        dict(method="nala", causal=False, seq_len=1024, speedup_vs_sdpa=2.5, peak_bytes_per_token=math.nan),
+        dict(method="nala", causal=False, seq_len=4096, speedup_vs_sdpa=9.0, peak_bytes_per_token=1000.0),
+        dict(method="nala", causal=False, seq_len=65536, speedup_vs_sdpa=math.nan, peak_bytes_per_token=1100.0),
+    ]
+    rows = [dict(row, **{"pass": "fwd+bwd"}) for row in rows]
+    decoding = [dict(mixer="nala", context=c, per_token_ms=ms, speedup_vs_reference=s) for c, ms, s in
+                [(1024, 1.0, 1.5), (16384, 1.3, 12.0)]]  # fmt: skip
+    targets = {t.name: t for t in report.evaluate_targets(rows, decoding, ())}
+    assert targets["non-causal fwd+bwd vs SDPA, T=1024"].met is True
+    assert targets["non-causal fwd+bwd vs SDPA, T=4096"].met is False
+    assert targets["non-causal fwd+bwd vs SDPA, T=16384"].met is None
+    memory = targets["non-causal fwd+bwd peak memory per token, T=4k..64k"]
+    assert memory.met is True and memory.measured == pytest.approx(10.0)
+    latency = targets["decoding per-token latency, context 1k..16k"]
+    assert latency.met is False and latency.measured == pytest.approx(30.0)
+    assert targets["decoding vs softmax KV cache at 16k"].met is True
+    assert "**missed**" in report.targets_markdown(list(targets.values()))
+
+
+def test_result_names_carry_device_and_torch_version(tmp_path):
+    path = report.result_path(tmp_path, "operators", "cpu", "csv", threads=2)
+    assert path.name.startswith("operators-cpu-") and "-2c-torch" in path.name
+    assert path.name.endswith(f"torch{torch.__version__.split('+')[0]}.csv")
+
+
+def test_bench_command_runs_every_suite_end_to_end(tmp_path, capsys):
+    assert main(["bench", "--tiny", "--no-memory", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "## Targets" in printed and "| target | goal | measured |" in printed
+    for suite in ("operators", "roofline", "decoding", "vision", "language"):
+        (path,) = tmp_path.glob(f"{suite}-*.csv")
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert rows and {"device", "threads", "torch"} <= set(rows[0])
+    with next(tmp_path.glob("operators-*.csv")).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in rows} == set(operators.METHODS)
+    nala = [row for row in rows if row["method"] == "nala" and row["pass"] == "fwd+bwd"]
+    assert len(nala) == 4 and all(float(row["speedup_vs_sdpa"]) > 0 for row in nala)
+    for suite in ("operators", "decoding", "vision"):
+        assert next(tmp_path.glob(f"{suite}-*.png")).stat().st_size > 0
+    assert next(tmp_path.glob("summary-*.md")).read_text().startswith("# Benchmarks")
+
+
+def test_bench_command_rejects_unknown_suite():
+    with pytest.raises(ValueError, match="unknown suite"):
+        main(["--debug", "bench", "everything", "--tiny"])
