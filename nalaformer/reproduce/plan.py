@@ -126,6 +126,7 @@ def study_plan(mode: str) -> StudyPlan:
         )
         return StudyPlan(mode, tasks, (0,), diagnostic_queries=32, bench_lengths=(64, 128), bench_repeats=1)
     quick = mode == "quick"
+    # sizes chosen so quick mode trains every run in ~20-30 CPU seconds and full mode in a few hours on 2 cores
     tasks = (
         TaskPlan(
             "image",
@@ -133,33 +134,41 @@ def study_plan(mode: str) -> StudyPlan:
             steps=150 if quick else 1500,
             batch_size=64,
             lr=3e-3 if quick else 2e-3,
-            model=_SMALL_IMAGE_MODEL if quick else {},
+            model=_SMALL_IMAGE_MODEL,
             data={"name": "mnist"} if quick else {"name": "fashion-mnist"},
         ),
         TaskPlan(
             "mqar",
             _CAUSAL_QUICK if quick else _CAUSAL_FULL,
-            steps=200 if quick else 1500,
+            steps=300 if quick else 1500,
             batch_size=64,
             lr=3e-3,
             model={"hidden_size": 64, "num_layers": 2, "num_heads": 2},
             data={
+                "block_size": 32,
+                "mqar_vocab": 32,
+                "mqar_pairs": 4,
+                "mqar_train_examples": 20_000,
+                "mqar_val_examples": 256,
+            }
+            if quick
+            else {
                 "block_size": 64,
                 "mqar_vocab": 64,
                 "mqar_pairs": 8,
-                "mqar_train_examples": 20_000,
-                "mqar_val_examples": 256,
+                "mqar_train_examples": 50_000,
+                "mqar_val_examples": 512,
             },
         ),
         TaskPlan(
             "lm",
             _CAUSAL_QUICK if quick else _CAUSAL_FULL,
-            steps=150 if quick else 1500,
+            steps=150 if quick else 1000,
             batch_size=32,
             lr=3e-3 if quick else 2e-3,
             model={"hidden_size": 64, "num_layers": 2, "num_heads": 2}
             if quick
-            else {"hidden_size": 128, "num_layers": 4, "num_heads": 4},
+            else {"hidden_size": 128, "num_layers": 2, "num_heads": 2},
             data={"name": "shakespeare", "block_size": 128},
             metric="val_loss",
             higher_is_better=False,
