@@ -10,7 +10,8 @@ maps dominated NaLa's run time. Here one autograd function computes
 (``n = max(||x||, eps)`` and ``p = lam * (tau + tanh(n / temperature))`` for queries; ``n = 1`` and ``p = lam`` for
 keys) with ``|x / n|^p = exp2(p * log2|x| - p * log2 n)`` (vectorised, where ``pow`` with a tensor exponent is a
 scalar loop), writes both halves without ``cat`` (``relu(-s) = relu(s) - s`` for the signed magnitude ``s``), saves
-only its input and two ``[..., 1]`` tensors, and recomputes the magnitudes in backward.
+its input, the ``[..., 1]`` norm and the features it returns (no new memory: the attention keeps them anyway), and
+gets the gradient from them in a few passes, without a comparison or a ``where`` (slow on CPU).
 
 It covers exponents ``p > 1`` (the released defaults give ``p`` in ``[1.5, 4.5)`` and ``lam = 3`` for keys), where
 ``0^(p - 1) = 0`` keeps every gradient finite at exact zeros; other settings use the reference formulas.
@@ -19,6 +20,7 @@ It covers exponents ``p > 1`` (the released defaults give ``p`` in ``[1.5, 4.5)`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -36,101 +38,134 @@ def fused_path_applies(lam: float, tau: float, power: float | None, normalise: b
     return lam > 0.0 and lam * tau >= 1.0
 
 
-def _signed_magnitude(x: torch.Tensor, p: torch.Tensor | float, log2_norm: torch.Tensor | None) -> torch.Tensor:
-    """``sign(x) |x / n|^p`` in a fresh buffer, as ``2^(p log2|x| - p log2 n)`` (``x^3`` directly for keys)."""
+def _signed_magnitude(
+    x: torch.Tensor, p: torch.Tensor | float, log2_norm: torch.Tensor | None, out: torch.Tensor
+) -> torch.Tensor:
+    """``sign(x) |x / n|^p`` written into ``out``, as ``2^(p log2|x| - p log2 n)`` (``x^3`` directly for keys)."""
     if log2_norm is None and p == 3.0:
-        return x.pow(3)
-    log2_x = torch.abs(x).log2_()
+        return torch.pow(x, 3, out=out)
+    log2_x = torch.abs(x, out=out).log2_()
     if log2_norm is None:
         scaled = log2_x.mul_(p)
     elif isinstance(p, torch.Tensor):
         # p log2|x| - p log2 n in one pass
-        scaled = torch.addcmul(-(p * log2_norm), log2_x, p)
+        scaled = torch.addcmul(-(p * log2_norm), log2_x, p, out=out)
     else:
         scaled = log2_x.mul_(p).sub_(p * log2_norm)
     return scaled.exp2_().copysign_(x)
 
 
-def _feature_buffer(x: torch.Tensor) -> torch.Tensor:
-    """An empty ``[..., 2D]`` result; for ``[B, T, H, D]`` inputs stored head-major (``[B, H, T, 2D]`` memory).
+def _head_major(x: torch.Tensor, copy: bool = True) -> torch.Tensor:
+    """``[B, T, H, D]`` -> a contiguous ``[B, H, T, D]`` copy (a view with ``copy=False``; other ranks: ``x``).
 
-    The attention forms multiply per head (``[B, H, T, F]`` matrices); writing the features in that order costs
-    nothing here and saves a transposing copy of every feature tensor in each matmul that reads it.
+    The attention forms multiply per head (``[B, H, T, F]`` matrices). Working in that order from the first pass
+    means one strided read here instead of mixed-layout passes (slow) or a transposing copy of every feature tensor
+    in each matmul that reads it.
     """
     if x.dim() != 4:
-        return x.new_empty(*x.shape[:-1], 2 * x.shape[-1])
-    batch, seq_len, heads, dim = x.shape
-    return x.new_empty(batch, heads, seq_len, 2 * dim).transpose(1, 2)
+        return x
+    return x.transpose(1, 2).contiguous() if copy else x.transpose(1, 2)
 
 
 def _exponent(norm: torch.Tensor, lam: float, tau: float, temperature: float) -> torch.Tensor:
     return lam * (tau + torch.tanh(norm / temperature))
 
 
-class SignSplitPower(torch.autograd.Function):
-    """``x [..., D] -> [relu(x/n)^p, relu(-x/n)^p] [..., 2D]``; see the module docstring.
+@dataclass(frozen=True)
+class SignSplitOptions:
+    """The map's settings: ``normalise`` (query map: ``n = ||x||``, norm-aware ``p`` unless ``power``) or key map
+    (``n = 1``, ``p = lam``); ``lam``, ``tau``, ``temperature``, ``power``, ``eps`` as in :func:`nala_query_map`."""
 
-    ``forward(x, normalise, lam, tau, temperature, power, eps)``: ``normalise`` selects the query map (``n = ||x||``,
-    norm-aware ``p`` unless ``power`` is given) or the key map (``n = 1``, ``p = lam``).
-    """
+    normalise: bool
+    lam: float = 3.0
+    tau: float = 0.5
+    temperature: float = 1.0
+    power: float | None = None
+    eps: float = 1e-6
 
-    @staticmethod
-    def forward(
-        ctx,
-        x: torch.Tensor,
-        normalise: bool,
-        lam: float,
-        tau: float,
-        temperature: float,
-        power: float | None,
-        eps: float,
-    ) -> torch.Tensor:
-        norm = log2_norm = None
-        p: torch.Tensor | float = lam
-        if normalise:
-            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps)
-            log2_norm = norm.log2()
-            p = _exponent(norm, lam, tau, temperature) if power is None else power
-        signed = _signed_magnitude(x, p, log2_norm)
-        dim = x.shape[-1]
-        features = _feature_buffer(x)
-        positive, negative = features[..., :dim], features[..., dim:]
-        torch.clamp(signed, min=0.0, out=positive)
-        # relu(-s) = relu(s) - s: the second half without another comparison
-        torch.sub(positive, signed, out=negative)
-        # the features are saved by reference (the attention saves them too): no extra memory
-        ctx.save_for_backward(x, norm, features)
-        ctx.options = (normalise, lam, tau, temperature, power, eps)
-        return features
+    def exponent(self, norm: torch.Tensor | None) -> torch.Tensor | float:
+        if not self.normalise:
+            return self.lam
+        return _exponent(norm, self.lam, self.tau, self.temperature) if self.power is None else self.power
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, norm, features = ctx.saved_tensors
-        normalise, lam, tau, temperature, power, eps = ctx.options
-        if torch.is_grad_enabled():
-            # create_graph=True: differentiate the reference formula so that higher derivatives exist
-            # (imported here: feature_maps imports this module)
-            from nalaformer.ops.feature_maps import reference_sign_split_power
 
-            (grad_x,) = reference_vjp(lambda x: reference_sign_split_power(x, *ctx.options), (x,), grad)
-            return (grad_x, *([None] * 6))
-        dim = x.shape[-1]
-        positive, negative = features[..., :dim], features[..., dim:]
-        # one half is zero: w = dL/dphi_active * |x/n|^p, without a comparison
-        weighted = torch.mul(grad[..., :dim], positive).addcmul_(grad[..., dim:], negative)
-        p = lam if not normalise else (power if power is not None else _exponent(norm, lam, tau, temperature))
-        # d|x/n|^p / dx (n fixed) = p |x/n|^p / x; x = 0 gives 0 / 0 where the true value is 0 (p > 1)
-        grad_x = torch.div(weighted, x).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf).mul_(p)
-        if not normalise:
-            return (grad_x, *([None] * 6))
-        weighted_sum = weighted.sum(dim=-1, keepdim=True)
+def sign_split_forward(x: torch.Tensor, options: SignSplitOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x [..., D]`` -> ``(features [..., 2D], norm [..., 1] or None)``, no autograd; contiguous ``x`` is fastest."""
+    norm = log2_norm = None
+    if options.normalise:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(options.eps)
+        log2_norm = norm.log2()
+    dim = x.shape[-1]
+    features = x.new_empty(*x.shape[:-1], 2 * dim)
+    positive, negative = features[..., :dim], features[..., dim:]
+    # the signed magnitude s is built in the second half (no temporary), then split: relu(s), and relu(-s) = relu(s) - s
+    signed = _signed_magnitude(x, options.exponent(norm), log2_norm, out=negative)
+    torch.clamp(signed, min=0.0, out=positive)
+    torch.sub(positive, signed, out=negative)
+    return features, norm
+
+
+def sign_split_backward(
+    x: torch.Tensor, norm: torch.Tensor | None, features: torch.Tensor, grad: torch.Tensor, options: SignSplitOptions
+) -> torch.Tensor:
+    """The gradient with respect to ``x`` of ``<grad, features>``, from the saved ``x``, ``norm`` and ``features``."""
+    dim = x.shape[-1]
+    positive, negative = features[..., :dim], features[..., dim:]
+    # one half is zero: w = dL/dphi_active * |x/n|^p, without a comparison
+    weighted = torch.mul(grad[..., :dim], positive).addcmul_(grad[..., dim:], negative)
+    p = options.exponent(norm)
+    grad_norm = None
+    if options.normalise:
         # dL/dn through |x/n|^p: -p/n * sum(w)
-        grad_norm = -p * weighted_sum / norm
-        if power is None:
+        grad_norm = -p * weighted.sum(dim=-1, keepdim=True) / norm
+        if options.power is None:
             # dL/dp = sum(w ln|x/n|) = ln2 / p * sum(w log2|x/n|^p), then dp/dn = lam (1 - tanh^2) / temperature
             magnitude = torch.add(positive, negative).log2_().mul_(weighted).nan_to_num_(nan=0.0)
             grad_p = (_LN2 / p) * magnitude.sum(dim=-1, keepdim=True)
-            grad_norm = grad_norm + grad_p * lam * (1.0 - torch.tanh(norm / temperature).square()) / temperature
+            slope = options.lam * (1.0 - torch.tanh(norm / options.temperature).square()) / options.temperature
+            grad_norm = grad_norm + grad_p * slope
         # n = max(||x||, eps): dn/dx = x / ||x|| above the floor, 0 on it
-        grad_norm = torch.where(norm > eps, grad_norm / norm, torch.zeros_like(norm))
-        return (grad_x.addcmul_(x, grad_norm), *([None] * 6))
+        grad_norm = torch.where(norm > options.eps, grad_norm / norm, torch.zeros_like(norm))
+    # d|x/n|^p / dx (n fixed) = p |x/n|^p / x; x = 0 gives 0 / 0 where the true value is 0 (p > 1); in place on w
+    grad_x = weighted.div_(x).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf).mul_(p)
+    return grad_x if grad_norm is None else grad_x.addcmul_(x, grad_norm)
+
+
+def reference_features(x: torch.Tensor, options: SignSplitOptions) -> torch.Tensor:
+    """The reference formula of the map (autograd-tracked; double backward differentiates it)."""
+    # imported here: feature_maps imports this module
+    from nalaformer.ops.feature_maps import reference_sign_split_power
+
+    return reference_sign_split_power(
+        x, options.normalise, options.lam, options.tau, options.temperature, options.power, options.eps
+    )
+
+
+class SignSplitPower(torch.autograd.Function):
+    """``x [..., D] -> [relu(x/n)^p, relu(-x/n)^p] [..., 2D]``; see the module docstring.
+
+    ``forward(x, options: SignSplitOptions)``. Saves ``x``, the ``[..., 1]`` norm and the features (by reference: the
+    attention saves them too); ``[B, T, H, D]`` inputs give features stored head-major.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, options: SignSplitOptions) -> torch.Tensor:
+        features, norm = sign_split_forward(_head_major(x), options)
+        ctx.save_for_backward(x, norm, features)
+        ctx.options = options
+        return _token_major(features, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        x, norm, features = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: differentiate the reference formula so that higher derivatives exist
+            (grad_x,) = reference_vjp(lambda x: reference_features(x, ctx.options), (x,), grad)
+            return grad_x, None
+        grad_x = sign_split_backward(_head_major(x), norm, features, _head_major(grad, copy=False), ctx.options)
+        return _token_major(grad_x, x), None
+
+
+def _token_major(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A tensor computed head-major, as a ``[B, T, H, ...]`` view when ``like`` is 4-D."""
+    return x.transpose(1, 2) if like.dim() == 4 else x

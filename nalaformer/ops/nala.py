@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nalaformer.ops.feature_maps import nala_key_map, nala_query_map
+from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies
 from nalaformer.ops.linear_attention import LinearAttentionState, linear_attention
 from nalaformer.ops.linear_attention.api import Output, fp32_region
+from nalaformer.ops.nala_blocked import BlockedNaLaAttention
 from nalaformer.ops.rope import apply_rope, check_rope
-from nalaformer.ops.validation import check_qkv
+from nalaformer.ops.validation import check_chunk_size, check_qkv, upcast
 
 
 def nala_attention(
@@ -53,8 +57,35 @@ def nala_attention(
 
     Returns:
         ``o [B, T, H, Dv]``, or ``(o, final_state)`` when ``output_final_state=True``.
+
+    The non-causal call without RoPE or padding (the released configuration) runs
+    :class:`~nalaformer.ops.nala_blocked.BlockedNaLaAttention`, which never materialises the features of the whole
+    sequence; every other call computes the features and then :func:`~nalaformer.ops.linear_attention`.
     """
     check_qkv(q, k, v)
+    check_chunk_size(chunk_size)
+    blocked = (
+        not causal
+        and rope is None
+        and attention_mask is None
+        and cu_seqlens is None
+        and initial_state is None
+        and not output_final_state
+        and mode in ("auto", "parallel")
+        and inhibit == "sign"
+        and fused_path_applies(lam, tau, power, normalise=True)
+        and fused_path_applies(lam, 0.0, None, normalise=False)
+        and eps >= 0.0
+        and math.isfinite(eps)
+    )
+    if blocked:
+        query = SignSplitOptions(True, lam, tau, temperature, power, eps)
+        key = SignSplitOptions(False, lam, eps=eps)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        with fp32_region(q.device):
+            o = BlockedNaLaAttention.apply(upcast(q), upcast(k), upcast(v), query, key, eps)
+        return o.to(v.dtype)
     if rope is not None:
         rope = check_rope(rope, q.shape[0], q.shape[1], q.shape[-1])
     with fp32_region(q.device):
