@@ -10,7 +10,7 @@ from nalaformer.ops.feature_maps import nala_key_map, nala_query_map
 from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies
 from nalaformer.ops.linear_attention import LinearAttentionState, linear_attention
 from nalaformer.ops.linear_attention.api import Output, fp32_region
-from nalaformer.ops.nala_blocked import BlockedNaLaAttention
+from nalaformer.ops.nala_blocked import BlockedCausalNaLaAttention, BlockedNaLaAttention
 from nalaformer.ops.rope import apply_rope, check_rope
 from nalaformer.ops.validation import check_chunk_size, check_qkv, upcast
 
@@ -58,20 +58,19 @@ def nala_attention(
     Returns:
         ``o [B, T, H, Dv]``, or ``(o, final_state)`` when ``output_final_state=True``.
 
-    The non-causal call without RoPE or padding (the released configuration) runs
-    :class:`~nalaformer.ops.nala_blocked.BlockedNaLaAttention`, which never materialises the features of the whole
-    sequence; every other call computes the features and then :func:`~nalaformer.ops.linear_attention`.
+    A call without RoPE, padding or carried state (the released configuration, causal or not) runs
+    :mod:`~nalaformer.ops.nala_blocked`, which never materialises the features of the whole sequence; every other call
+    computes the features and then :func:`~nalaformer.ops.linear_attention`.
     """
     check_qkv(q, k, v)
     check_chunk_size(chunk_size)
     blocked = (
-        not causal
-        and rope is None
+        rope is None
         and attention_mask is None
         and cu_seqlens is None
         and initial_state is None
         and not output_final_state
-        and mode in ("auto", "parallel")
+        and mode in (("auto", "chunk") if causal else ("auto", "parallel"))
         and inhibit == "sign"
         and fused_path_applies(lam, tau, power, normalise=True)
         and fused_path_applies(lam, 0.0, None, normalise=False)
@@ -84,7 +83,10 @@ def nala_attention(
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         with fp32_region(q.device):
-            o = BlockedNaLaAttention.apply(upcast(q), upcast(k), upcast(v), query, key, eps)
+            if causal:
+                o = BlockedCausalNaLaAttention.apply(upcast(q), upcast(k), upcast(v), query, key, eps, chunk_size)
+            else:
+                o = BlockedNaLaAttention.apply(upcast(q), upcast(k), upcast(v), query, key, eps)
         return o.to(v.dtype)
     if rope is not None:
         rope = check_rope(rope, q.shape[0], q.shape[1], q.shape[-1])

@@ -10,7 +10,14 @@ from nalaformer.ops.feature_maps import reference_sign_split_power
 from nalaformer.ops.fused_features import SignSplitOptions, SignSplitPower, fused_path_applies
 from nalaformer.ops.linear_attention.chunk import CausalChunkSums, reference_causal_sums
 from nalaformer.ops.linear_attention.parallel import parallel_core, reference_parallel
-from nalaformer.ops.nala_blocked import BlockedNaLaAttention, block_length, reference_nala
+from nalaformer.ops.nala_blocked import (
+    BlockedCausalNaLaAttention,
+    BlockedNaLaAttention,
+    block_length,
+    causal_block_length,
+    reference_causal_nala,
+    reference_nala,
+)
 from tests.assertions import assert_close
 
 MAPS = [
@@ -207,16 +214,59 @@ def test_blocked_nala_block_length_and_double_backward(monkeypatch):
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize(
+    "seq_len,chunk_size",
+    [(1, 64), (63, 64), (257, 64), (257, 7), (200, 1)],
+    ids=["T1-C64", "T63-C64", "T257-C64", "T257-C7", "T200-C1"],
+)
+@pytest.mark.parametrize("single_block", [True, False], ids=["one-block", "blocks"])
+def test_blocked_causal_nala_matches_reference(seq_len, chunk_size, single_block, monkeypatch):
+    if not single_block:
+        monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
+        monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
+    generator = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, seq_len, 2, 12, generator=generator).requires_grad_() for _ in range(3))
+    query, key = SignSplitOptions(True, temperature=2.0), SignSplitOptions(False)
+    (ref,), ref_grads = vjp(lambda q, k, v: reference_causal_nala(q, k, v, query, key, 1e-6), [q, k, v])
+    (out,), out_grads = vjp(
+        lambda q, k, v: BlockedCausalNaLaAttention.apply(q, k, v, query, key, 1e-6, chunk_size), [q, k, v]
+    )
+    assert_close("o", ref, out)
+    for name, r, o in zip(["dq", "dk", "dv"], ref_grads, out_grads):
+        assert_close(name, r, o)
+
+
+def test_blocked_causal_nala_block_length_and_double_backward(monkeypatch):
+    assert causal_block_length(1, 4, 128, 10**6, 64) % 64 == 0
+    assert causal_block_length(1, 4, 128, 10**6, 1000) == 1000
+    monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
+    monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
+    generator = torch.Generator().manual_seed(10)
+    inputs = tuple(torch.randn(1, 9, 1, 4, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(3))
+    options = (SignSplitOptions(True), SignSplitOptions(False), 1e-6, 4)
+    fn = lambda q, k, v: BlockedCausalNaLaAttention.apply(q, k, v, *options)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
 def test_nala_attention_takes_the_blocked_path_only_where_it_applies():
-    """The released configuration runs the blocked function; RoPE, masks and other maps keep the generic path."""
+    """The released configuration runs the blocked functions; RoPE, masks, state and other maps the generic path."""
     q, k, v = (torch.randn(1, 9, 2, 8, generator=torch.Generator().manual_seed(i)).requires_grad_() for i in range(3))
-    assert type(nala_attention(q, k, v).grad_fn).__name__ == "BlockedNaLaAttentionBackward"
+
+    def backward_name(**kwargs):
+        return type(nala_attention(q, k, v, **kwargs).grad_fn).__name__
+
+    assert backward_name() == "BlockedNaLaAttentionBackward"
+    assert backward_name(causal=True) == "BlockedCausalNaLaAttentionBackward"
     mask = torch.ones(1, 9, dtype=torch.bool)
     for kwargs in [
-        dict(causal=True),
         dict(attention_mask=mask),
+        dict(causal=True, attention_mask=mask),
+        dict(causal=True, mode="recurrent"),
         dict(inhibit="cosine"),
         dict(tau=0.2),
         dict(mode="naive"),
     ]:
-        assert type(nala_attention(q, k, v, **kwargs).grad_fn).__name__ != "BlockedNaLaAttentionBackward", kwargs
+        assert not backward_name(**kwargs).startswith("Blocked"), kwargs
+    _, state = nala_attention(q, k, v, causal=True, output_final_state=True)
+    assert state.kv.shape == (1, 2, 16, 8)

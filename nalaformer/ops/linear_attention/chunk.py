@@ -67,7 +67,7 @@ def reference_causal_sums(
     return out, b.transpose(-1, -2) @ c
 
 
-def _chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+def chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[B, H, T, D]`` -> contiguous ``[B*H, N, C, D]`` (zero-padded to ``N * C`` tokens; a view when possible)."""
     batch, heads, seq_len, dim = x.shape
     pad = (-seq_len) % chunk_size
@@ -79,11 +79,17 @@ def _chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
 def exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """``y[:, i] = Σ_{j < i} x[:, j]`` (``reverse``: ``Σ_{j > i}``) over dim 1 of ``x [R, N, M]``.
 
-    Blocked: the ``N`` entries are cut into groups of about ``sqrt(N)``; a strictly triangular ``[g, g]`` matmul scans
+    Up to 32 entries: one strictly triangular ``[N, N]`` matmul. Beyond, blocked: the entries are cut into groups of
+    about ``sqrt(N)``; a strictly triangular ``[g, g]`` matmul scans
     inside every group, another one scans the group totals, and one add combines them (``O(N^1.5 M)`` FLOPs in a few
     large kernels rather than ``N`` small ones; ``torch.cumsum`` over a strided dimension is a scalar loop).
     """
     rows, length, width = x.shape
+    if length <= 32:
+        # few entries: one strictly triangular matmul
+        ones = torch.ones(length, length, dtype=x.dtype, device=x.device)
+        strict = ones.triu(1) if reverse else ones.tril(-1)
+        return strict.expand(rows, length, length) @ x
     group = max(1, math.isqrt(length))
     groups = -(-length // group)
     pad = groups * group - length
@@ -101,6 +107,58 @@ def exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     return out[:, pad:] if reverse else out[:, :length]
 
 
+def chunk_sums_forward(
+    a_c: torch.Tensor, b_c: torch.Tensor, c_c: torch.Tensor, initial: torch.Tensor | None, with_output: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chunk-contiguous ``a_c, b_c [R, N, C, F]``, ``c_c [R, N, C, Dc]``, ``initial [R, F, Dc]`` (or None) ->
+    ``(out [R, N, C, Dc], total [R, F, Dc], before [R, N, F, Dc], scores [R, N, C, C])`` (no autograd).
+
+    ``with_output=False`` skips ``out`` (``None``): a backward that recomputes only the states and scores.
+    """
+    rows, chunks = a_c.shape[:2]
+    # state before each chunk: the initial state plus an exclusive running sum of the per-chunk sums
+    per_chunk = b_c.transpose(-1, -2) @ c_c
+    before = exclusive_scan(per_chunk.view(rows, chunks, -1)).view_as(per_chunk)
+    if initial is not None:
+        before += initial.unsqueeze(1)
+    total = per_chunk.sum(dim=1)
+    scores = (a_c @ b_c.transpose(-1, -2)).tril_()
+    if not with_output:
+        return None, total, before, scores
+    out = a_c @ before
+    out.flatten(0, 1).baddbmm_(scores.flatten(0, 1), c_c.flatten(0, 1))
+    return out, total, before, scores
+
+
+def chunk_sums_backward(
+    a_c: torch.Tensor,
+    b_c: torch.Tensor,
+    c_c: torch.Tensor,
+    before: torch.Tensor,
+    scores: torch.Tensor,
+    grad_out: torch.Tensor,
+    grad_total: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(d a_c, d b_c, d c_c, d initial)`` of :func:`chunk_sums_forward` from ``grad_out [R, N, C, Dc]``
+    and ``grad_total [R, F, Dc]`` (no autograd)."""
+    rows, chunks = a_c.shape[:2]
+    # through out = a · before: d before = aᵀ d out; d a = d out · beforeᵀ
+    grad_before = a_c.transpose(-1, -2) @ grad_out
+    grad_scores = (grad_out @ c_c.transpose(-1, -2)).tril_()
+    grad_a = grad_out @ before.transpose(-1, -2)
+    grad_a.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1), b_c.flatten(0, 1))
+    # per-chunk sums feed every later chunk's state and the total: a reverse exclusive running sum
+    grad_per_chunk = exclusive_scan(grad_before.view(rows, chunks, -1), reverse=True).view_as(grad_before)
+    grad_per_chunk += grad_total.unsqueeze(1)
+    # the initial state feeds every chunk's state but not the total
+    grad_initial = grad_before.sum(dim=1)
+    grad_b = c_c @ grad_per_chunk.transpose(-1, -2)
+    grad_b.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1).transpose(-1, -2), a_c.flatten(0, 1))
+    grad_c = b_c @ grad_per_chunk
+    grad_c.flatten(0, 1).baddbmm_(scores.flatten(0, 1).transpose(-1, -2), grad_out.flatten(0, 1))
+    return grad_a, grad_b, grad_c, grad_initial
+
+
 class CausalChunkSums(torch.autograd.Function):
     """``out_t = a_t · (S_0 + Σ_{s <= t} b_s c_sᵀ)`` and ``total = Σ_s b_s c_sᵀ``, chunk by chunk.
 
@@ -113,17 +171,10 @@ class CausalChunkSums(torch.autograd.Function):
     def forward(ctx, a, b, c, initial, chunk_size):
         batch, heads, seq_len, features = a.shape
         value_dim = c.shape[-1]
-        a_c, b_c, c_c = (_chunked(x, chunk_size) for x in (a, b, c))
-        rows, chunks = a_c.shape[:2]
-        # state before each chunk: the initial state plus an exclusive running sum of the per-chunk sums
-        per_chunk = b_c.transpose(-1, -2) @ c_c
-        before = exclusive_scan(per_chunk.view(rows, chunks, -1)).view_as(per_chunk)
-        if initial is not None:
-            before += initial.reshape(rows, 1, features, value_dim)
-        total = per_chunk.sum(dim=1)
-        scores = (a_c @ b_c.transpose(-1, -2)).tril_()
-        out = a_c @ before
-        out.flatten(0, 1).baddbmm_(scores.flatten(0, 1), c_c.flatten(0, 1))
+        a_c, b_c, c_c = (chunked(x, chunk_size) for x in (a, b, c))
+        rows = a_c.shape[0]
+        start = None if initial is None else initial.reshape(rows, features, value_dim)
+        out, total, before, scores = chunk_sums_forward(a_c, b_c, c_c, start)
         ctx.save_for_backward(a_c, b_c, c_c, before, scores)
         ctx.shape = (batch, heads, seq_len, initial is not None)
         ctx.inputs = (a, b, c, initial, chunk_size)
@@ -139,27 +190,15 @@ class CausalChunkSums(torch.autograd.Function):
             a, b, c, initial, _ = ctx.inputs
             grads = reference_vjp(reference_causal_sums, (a, b, c, initial), (grad_out, grad_total))
             return (*grads, None)
-        rows, chunks, chunk_size, features = a_c.shape
+        rows, _, chunk_size, features = a_c.shape
         value_dim = c_c.shape[-1]
-        grad_c_out = _chunked(grad_out, chunk_size)
-        # through out = a · before: d before = aᵀ d out; d a = d out · beforeᵀ
-        grad_before = a_c.transpose(-1, -2) @ grad_c_out
-        grad_scores = (grad_c_out @ c_c.transpose(-1, -2)).tril_()
-        grad_a = grad_c_out @ before.transpose(-1, -2)
-        grad_a.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1), b_c.flatten(0, 1))
-        # per-chunk sums feed every later chunk's state and the total: a reverse exclusive running sum
-        grad_per_chunk = exclusive_scan(grad_before.view(rows, chunks, -1), reverse=True).view_as(grad_before)
-        grad_per_chunk += grad_total.reshape(rows, 1, features, value_dim)
-        grad_initial = None
-        if has_initial:
-            # the initial state feeds every chunk's state but not the total
-            grad_initial = grad_before.sum(dim=1).reshape(batch, heads, features, value_dim)
-        grad_b = c_c @ grad_per_chunk.transpose(-1, -2)
-        grad_b.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1).transpose(-1, -2), a_c.flatten(0, 1))
-        grad_c = b_c @ grad_per_chunk
-        grad_c.flatten(0, 1).baddbmm_(scores.flatten(0, 1).transpose(-1, -2), grad_c_out.flatten(0, 1))
+        grad_total = grad_total.reshape(rows, features, value_dim)
+        grad_a, grad_b, grad_c, grad_initial = chunk_sums_backward(
+            a_c, b_c, c_c, before, scores, chunked(grad_out, chunk_size), grad_total
+        )
 
         def unchunk(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(batch, heads, -1, x.shape[-1])[:, :, :seq_len]
 
+        grad_initial = grad_initial.reshape(batch, heads, features, value_dim) if has_initial else None
         return unchunk(grad_a), unchunk(grad_b), unchunk(grad_c), grad_initial, None
