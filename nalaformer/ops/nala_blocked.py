@@ -161,7 +161,8 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
 
     ``forward(q [B, T, H, D], k [B, T, H, D], v [B, T, H, Dv], query, key: SignSplitOptions, eps, chunk_size)`` with
     fp32 or fp64 inputs returns ``o [B, T, H, Dv]``. Saves ``q, k, v``, the output, the ``[B, H, T]`` denominator and
-    the running state at the start of every block.
+    each block's per-chunk states and masked scores (``F·(Dv+1)/C + C`` numbers per token and head: recomputing them
+    would cost two of backward's eleven matmuls); the features are recomputed per block.
     """
 
     @staticmethod
@@ -172,14 +173,15 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
         blocks = _blocks(seq_len, causal_block_length(batch, heads, 2 * dim, seq_len, chunk_size))
         # [Σ phi_k vᵀ, Σ phi_k] so far, side by side (the ones column carries the denominator)
         state = q.new_zeros(rows, 2 * dim, value_dim + 1)
-        starts = q.new_empty(len(blocks), rows, 2 * dim, value_dim + 1)
         den = q.new_empty(batch, heads, seq_len)
         o = q.new_empty(batch, seq_len, heads, value_dim)
-        for index, block in enumerate(blocks):
-            starts[index] = state
+        states, scores = [], []
+        for block in blocks:
             inputs = _causal_block_inputs(q, k, v, block, query, key)
             a_c, b_c, c_c = (chunked(x, chunk_size) for x in (inputs[2], inputs[4], inputs[5]))
-            out, total, _, _ = chunk_sums_forward(a_c, b_c, c_c, state)
+            out, total, before, block_scores = chunk_sums_forward(a_c, b_c, c_c, state)
+            states.append(before)
+            scores.append(block_scores)
             state = state + total
             out = out.reshape(batch, heads, -1, value_dim + 1)[:, :, : block.stop - block.start]
             count = torch.arange(block.start + 1, block.stop + 1, dtype=q.dtype, device=q.device)
@@ -187,13 +189,13 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
             torch.div(out[..., :value_dim], den[..., block, None], out=o[:, block].transpose(1, 2))
         # a sequence that fits in one block keeps its features (cache-sized) instead of recomputing them
         kept = inputs if len(blocks) == 1 else ()
-        ctx.save_for_backward(q, k, v, o, den, starts, *kept)
+        ctx.save_for_backward(q, k, v, o, den, *states, *scores, *kept)
         ctx.options = (query, key, eps, chunk_size)
         return o
 
     @staticmethod
     def backward(ctx, grad_o):
-        q, k, v, o, den, starts, *kept = ctx.saved_tensors
+        q, k, v, o, den, *rest = ctx.saved_tensors
         query, key, eps, chunk_size = ctx.options
         if torch.is_grad_enabled():
             # create_graph=True: a differentiable gradient through the plain formulas
@@ -202,9 +204,10 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
         batch, seq_len, heads, dim = q.shape
         value_dim = v.shape[-1]
         blocks = _blocks(seq_len, causal_block_length(batch, heads, 2 * dim, seq_len, chunk_size))
+        states, scores, kept = rest[: len(blocks)], rest[len(blocks) : 2 * len(blocks)], rest[2 * len(blocks) :]
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         # the gradient of the running state after the block being processed (blocks are walked in reverse)
-        grad_state = torch.zeros_like(starts[0])
+        grad_state = q.new_zeros(batch * heads, 2 * dim, value_dim + 1)
         for index in range(len(blocks) - 1, -1, -1):
             block = blocks[index]
             length = block.stop - block.start
@@ -212,7 +215,6 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
                 kept if kept else _causal_block_inputs(q, k, v, block, query, key)
             )
             a_c, b_c, c_c = (chunked(x, chunk_size) for x in (query_features, key_features, values))
-            _, _, before, scores = chunk_sums_forward(a_c, b_c, c_c, starts[index], with_output=False)
             grad_block = grad_o[:, block].transpose(1, 2)
             # d/dnum = do / den and d/dden = -(do · o) / den, side by side like the ones column
             grad_num_den = q.new_empty(batch, heads, length, value_dim + 1)
@@ -220,7 +222,7 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
             torch.sum(grad_block * o[:, block].transpose(1, 2), dim=-1, out=grad_num_den[..., value_dim]).neg_()
             grad_num_den /= den[..., block, None]
             grad_a, grad_b, grad_c, grad_start = chunk_sums_backward(
-                a_c, b_c, c_c, before, scores, chunked(grad_num_den, chunk_size), grad_state
+                a_c, b_c, c_c, states[index], scores[index], chunked(grad_num_den, chunk_size), grad_state
             )
             # the block's start state reaches its outputs and, unchanged, the state after it
             grad_state = grad_state + grad_start

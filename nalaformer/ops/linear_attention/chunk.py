@@ -108,13 +108,10 @@ def exclusive_scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
 
 
 def chunk_sums_forward(
-    a_c: torch.Tensor, b_c: torch.Tensor, c_c: torch.Tensor, initial: torch.Tensor | None, with_output: bool = True
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    a_c: torch.Tensor, b_c: torch.Tensor, c_c: torch.Tensor, initial: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chunk-contiguous ``a_c, b_c [R, N, C, F]``, ``c_c [R, N, C, Dc]``, ``initial [R, F, Dc]`` (or None) ->
-    ``(out [R, N, C, Dc], total [R, F, Dc], before [R, N, F, Dc], scores [R, N, C, C])`` (no autograd).
-
-    ``with_output=False`` skips ``out`` (``None``): a backward that recomputes only the states and scores.
-    """
+    ``(out [R, N, C, Dc], total [R, F, Dc], before [R, N, F, Dc], scores [R, N, C, C])`` (no autograd)."""
     rows, chunks = a_c.shape[:2]
     # state before each chunk: the initial state plus an exclusive running sum of the per-chunk sums
     per_chunk = b_c.transpose(-1, -2) @ c_c
@@ -123,8 +120,6 @@ def chunk_sums_forward(
         before += initial.unsqueeze(1)
     total = per_chunk.sum(dim=1)
     scores = (a_c @ b_c.transpose(-1, -2)).tril_()
-    if not with_output:
-        return None, total, before, scores
     out = a_c @ before
     out.flatten(0, 1).baddbmm_(scores.flatten(0, 1), c_c.flatten(0, 1))
     return out, total, before, scores
