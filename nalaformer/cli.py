@@ -15,7 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nalaformer.train.train_command", "train a model: `train image` (classification) or `train lm`"),
     "eval": ("nalaformer.train.eval_command", "evaluate a trained run's checkpoint on its validation or test data"),
-    "generate": ("nalaformer.models.lm.generate_cli", "continue a prompt with a trained language model"),
+    "generate": ("nalaformer.train.generate_command", "continue a prompt with a trained language model"),
     "diagnose": ("nalaformer.diagnostics.cli", "attention entropy vs query norm, NaLa exponent, sign agreement"),
     "info": ("nalaformer.models.info", "parameters and MACs of the vision variants for each mixer layout"),
     "reproduce": ("nalaformer.reproduce.cli", "small-scale reproduction study of the paper's claims, with a report"),

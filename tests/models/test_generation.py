@@ -286,7 +286,7 @@ def trained_run(tmp_path_factory):
 
 def test_generate_command_prints_the_greedy_continuation_of_a_run(trained_run, capsys):
     from nalaformer.cli import main
-    from nalaformer.models.lm.generate_cli import load_model_and_tokenizer
+    from nalaformer.train.generate_command import load_model_and_tokenizer
 
     capsys.readouterr()
     argv = ["generate", "--checkpoint", str(trained_run / "run"), "--prompt", "Shall", "--greedy"]
@@ -337,7 +337,7 @@ def test_eval_text_reports_the_perplexity_of_a_text_file(trained_run, capsys):
     import torch.nn.functional as F
 
     from nalaformer.cli import main
-    from nalaformer.models.lm.generate_cli import load_model_and_tokenizer
+    from nalaformer.train.generate_command import load_model_and_tokenizer
 
     text = "to a summer's day? Shall I compare thee\n" * 3
     (trained_run / "heldout.txt").write_text(text, encoding="utf-8")
