@@ -1,11 +1,13 @@
 """Peak memory of one call, measured so that earlier work cannot hide or inflate it.
 
-CPU: every configuration runs in a fresh Python subprocess. The child builds its inputs, warms the libraries up with a
-tiny call, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``), reads its resident set, runs
-the call once and reports ``VmHWM - VmRSS_before``: the peak resident memory the call added, everything it allocated
-(outputs, saved activations, gradients, temporaries) included. The child runs with a fixed glibc mmap threshold
-(``MALLOC_MMAP_THRESHOLD_``) so that freed tensors go back to the system instead of staying in the heap, which would
-let a later allocation reuse them unseen. This needs Linux's ``/proc``; elsewhere the CPU figure is ``nan``.
+CPU: every configuration runs in a fresh Python subprocess. The child builds its inputs, makes a warm-up call (the
+case decides which; the operator cases repeat the measured call, so that workspaces the libraries keep are part of
+the baseline), resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``), reads its resident set,
+runs the call once and reports ``VmHWM - VmRSS_before``: the peak resident memory the call added, everything it
+allocated (outputs, saved activations, gradients, temporaries) included. The child runs with a fixed glibc mmap
+threshold (``MALLOC_MMAP_THRESHOLD_``) so that freed tensors go back to the system instead of staying in the heap,
+which would let a later allocation reuse them unseen. This needs Linux's ``/proc``; elsewhere the CPU figure is
+``nan``.
 
 CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the memory held before the call
 (torch's caching allocator; in-process).
@@ -67,7 +69,7 @@ def peak_memory_bytes(
 
     Args:
         case (str): ``"module:function"``; ``function(**kwargs)`` builds the inputs and returns ``(run, warmup)``,
-            two functions of no argument (``warmup`` is a tiny call that initialises the libraries).
+            two functions of no argument (``warmup`` runs first and initialises the libraries).
         kwargs (dict): JSON-serialisable keyword arguments of the case (they cross a process boundary on CPU).
         device (str): ``"cpu"`` (fresh subprocess, resident set) or a CUDA device (in-process, caching allocator).
             Default: "cpu".

@@ -149,12 +149,22 @@ def memory_case(
     device: str = "cpu",
     backward: bool = True,
 ) -> tuple[Callable[[], object], Callable[[], object]]:
-    """``(run, warmup)`` for :func:`nalaformer.bench.memory.peak_memory_bytes`: one call at ``seq_len``, one at 64."""
+    """``(run, warmup)`` for :func:`nalaformer.bench.memory.peak_memory_bytes`: the same call twice.
+
+    The warm-up is the measured call itself, so that workspaces the libraries keep after a first call of this size
+    (BLAS packing buffers, thread pools) are in the baseline and the peak is what the call needs each time.
+    """
     torch_device, torch_dtype = torch.device(device), getattr(torch, dtype)
     attention = build_method(method, causal, heads, head_dim, torch_device)
-    pass_name = "fwd+bwd" if backward else "fwd"
-    run = _calls(attention, make_inputs(batch, seq_len, heads, head_dim, torch_device, torch_dtype))[pass_name]
-    warmup = _calls(attention, make_inputs(batch, 64, heads, head_dim, torch_device, torch_dtype))[pass_name]
+    inputs = make_inputs(batch, seq_len, heads, head_dim, torch_device, torch_dtype)
+    run = _calls(attention, inputs)["fwd+bwd" if backward else "fwd"]
+
+    def warmup() -> None:
+        run()
+        # the measured call's gradients must be allocated by that call, not left over from this one
+        for x in inputs:
+            x.grad = None
+
     return run, warmup
 
 

@@ -33,18 +33,23 @@ from nalaformer.ops.linear_attention.chunk import chunk_sums_backward, chunk_sum
 from nalaformer.ops.linear_attention.naive import naive_core, nonzero
 from nalaformer.ops.linear_attention.parallel import reference_parallel
 
-# features per block (1 MiB of fp32 stays in cache); a sequence with at most SINGLE_BLOCK_ELEMENTS is one block
+# Features per block: at most BLOCK_ELEMENTS (1 MiB of fp32 stays in cache) and, for mid-length sequences, a 16th of
+# the sequence's features (at least MIN_BLOCK_ELEMENTS), so that the per-block working memory, a constant on top of the
+# O(T) memory, stays small next to it; a sequence with at most SINGLE_BLOCK_ELEMENTS features is one block.
 BLOCK_ELEMENTS = 1 << 18
+MIN_BLOCK_ELEMENTS = 1 << 16
 SINGLE_BLOCK_ELEMENTS = 1 << 19
 
 
 def block_length(batch: int, heads: int, features: int, seq_len: int) -> int:
-    """Tokens per block: the whole sequence when its features are few (then they are kept for backward), else about
-    :data:`BLOCK_ELEMENTS` features per block (at least 64 tokens)."""
+    """Tokens per block: the whole sequence when its features are few (then they are kept for backward), else the
+    block size the module's constants describe (at least 64 tokens)."""
     per_token = max(1, batch * heads * features)
-    if seq_len * per_token <= SINGLE_BLOCK_ELEMENTS:
+    total = seq_len * per_token
+    if total <= SINGLE_BLOCK_ELEMENTS:
         return seq_len
-    return max(64, BLOCK_ELEMENTS // per_token)
+    elements = min(BLOCK_ELEMENTS, max(MIN_BLOCK_ELEMENTS, total // 16))
+    return max(64, elements // per_token)
 
 
 def causal_block_length(batch: int, heads: int, features: int, seq_len: int, chunk_size: int) -> int:
@@ -224,6 +229,7 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
             grad_a, grad_b, grad_c, grad_start = chunk_sums_backward(
                 a_c, b_c, c_c, states[index], scores[index], chunked(grad_num_den, chunk_size), grad_state
             )
+            del grad_num_den
             # the block's start state reaches its outputs and, unchanged, the state after it
             grad_state = grad_state + grad_start
             grad_a, grad_b, grad_c = (_unchunked(x, batch, heads, length) for x in (grad_a, grad_b, grad_c))

@@ -185,6 +185,7 @@ def test_blocked_nala_matches_reference(batch, seq_len, heads, dim, value_dim, q
     if not single_block:
         monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
         monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
+        monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
     generator = torch.Generator().manual_seed(8)
     shapes = [(batch, seq_len, heads, dim)] * 2 + [(batch, seq_len, heads, value_dim)]
     q, k, v = (torch.randn(shape, generator=generator).requires_grad_() for shape in shapes)
@@ -202,9 +203,12 @@ def test_blocked_nala_block_length_and_double_backward(monkeypatch):
     assert block_length(1, 1, 120, 100) == 100
     long = block_length(1, 1, 120, 10**6)
     assert long * 120 <= nala_blocked.BLOCK_ELEMENTS < (long + 1) * 120
+    # mid-length sequences get 16 blocks (of at least MIN_BLOCK_ELEMENTS features)
+    assert block_length(1, 4, 128, 4096) == 4096 // 16
     assert block_length(64, 8, 128, 10**6) == 64
     monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
     monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
     q, k, v = (
         torch.randn(1, 7, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(3)
     )
@@ -224,6 +228,7 @@ def test_blocked_causal_nala_matches_reference(seq_len, chunk_size, single_block
     if not single_block:
         monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
         monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
+        monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
     generator = torch.Generator().manual_seed(9)
     q, k, v = (torch.randn(2, seq_len, 2, 12, generator=generator).requires_grad_() for _ in range(3))
     query, key = SignSplitOptions(True, temperature=2.0), SignSplitOptions(False)
@@ -241,6 +246,7 @@ def test_blocked_causal_nala_block_length_and_double_backward(monkeypatch):
     assert causal_block_length(1, 4, 128, 10**6, 1000) == 1000
     monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
     monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
     generator = torch.Generator().manual_seed(10)
     inputs = tuple(torch.randn(1, 9, 1, 4, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(3))
     options = (SignSplitOptions(True), SignSplitOptions(False), 1e-6, 4)

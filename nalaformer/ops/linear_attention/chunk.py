@@ -137,16 +137,17 @@ def chunk_sums_backward(
     """Gradients ``(d a_c, d b_c, d c_c, d initial)`` of :func:`chunk_sums_forward` from ``grad_out [R, N, C, Dc]``
     and ``grad_total [R, F, Dc]`` (no autograd)."""
     rows, chunks = a_c.shape[:2]
-    # through out = a · before: d before = aᵀ d out; d a = d out · beforeᵀ
+    # through out = a · before: d before = aᵀ d out. The per-chunk sums feed every later chunk's state and the total
+    # (a reverse exclusive running sum); the initial state feeds every chunk's state but not the total.
     grad_before = a_c.transpose(-1, -2) @ grad_out
+    grad_initial = grad_before.sum(dim=1)
+    grad_per_chunk = exclusive_scan(grad_before.view(rows, chunks, -1), reverse=True).view_as(grad_before)
+    del grad_before
+    grad_per_chunk += grad_total.unsqueeze(1)
     grad_scores = (grad_out @ c_c.transpose(-1, -2)).tril_()
+    # d a = d out · beforeᵀ + masked d scores · b
     grad_a = grad_out @ before.transpose(-1, -2)
     grad_a.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1), b_c.flatten(0, 1))
-    # per-chunk sums feed every later chunk's state and the total: a reverse exclusive running sum
-    grad_per_chunk = exclusive_scan(grad_before.view(rows, chunks, -1), reverse=True).view_as(grad_before)
-    grad_per_chunk += grad_total.unsqueeze(1)
-    # the initial state feeds every chunk's state but not the total
-    grad_initial = grad_before.sum(dim=1)
     grad_b = c_c @ grad_per_chunk.transpose(-1, -2)
     grad_b.flatten(0, 1).baddbmm_(grad_scores.flatten(0, 1).transpose(-1, -2), a_c.flatten(0, 1))
     grad_c = b_c @ grad_per_chunk
