@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if "decoding" in suites:
         settings = decoding.DecodingSettings(
             contexts=tuple(args.contexts or ((32, 64) if tiny else decoding.DecodingSettings.contexts)),
-            hidden_size=32 if tiny else 256,
-            num_layers=1 if tiny else 4,
-            num_heads=2 if tiny else 4,
+            hidden_size=32 if tiny else decoding.DecodingSettings.hidden_size,
+            num_layers=1 if tiny else decoding.DecodingSettings.num_layers,
+            num_heads=2 if tiny else decoding.DecodingSettings.num_heads,
             rounds=args.rounds or (1 if tiny else 7),
             device=device,
             min_round_s=0.0 if tiny else 0.05,
@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         settings = models.LanguageSettings(
             mixers=("nala", "softmax") if tiny else None,
             seq_len=32 if tiny else args.lm_seq_len,
-            hidden_size=32 if tiny else 256,
-            num_layers=1 if tiny else 4,
-            num_heads=2 if tiny else 4,
+            hidden_size=32 if tiny else models.LanguageSettings.hidden_size,
+            num_layers=1 if tiny else models.LanguageSettings.num_layers,
+            num_heads=2 if tiny else models.LanguageSettings.num_heads,
             rounds=args.rounds or (1 if tiny else 3),
             device=device,
             min_round_s=0.0 if tiny else 0.02,

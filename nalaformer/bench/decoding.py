@@ -20,16 +20,17 @@ from nalaformer.bench.timing import paired_ratio, time_interleaved
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """Attributes: ``contexts`` (prompt lengths), ``mixers`` (the first is compared with ``reference``), model size
-    (``hidden_size``, ``num_layers``, ``num_heads``, ``vocab_size``), ``rounds``, ``device``, ``min_round_s`` (a
-    step is repeated to last this long per round)."""
+    """Attributes: ``contexts`` (prompt lengths), ``mixers`` (each compared with ``reference``), model size
+    (``hidden_size``, ``num_layers``, ``num_heads``, ``vocab_size``; default: the ``"small"`` LM preset's width, depth
+    and heads with a byte-sized vocabulary, so the output head does not dominate a step), ``rounds``, ``device``,
+    ``min_round_s`` (a step is repeated to last this long per round)."""
 
     contexts: Sequence[int] = (1024, 2048, 4096, 8192, 16384)
     mixers: Sequence[str] = ("nala", "softmax")
     reference: str = "softmax"
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 6
     vocab_size: int = 256
     rounds: int = 7
     device: torch.device | str = "cpu"

@@ -130,14 +130,15 @@ def run_vision(settings: VisionSettings, progress: Callable[[str], None] | None 
 @dataclass(frozen=True)
 class LanguageSettings:
     """Attributes: ``mixers`` (default: every causal mixer in the registry), ``seq_len``, ``batch``, model size
-    (``hidden_size``, ``num_layers``, ``num_heads``, ``vocab_size``), ``rounds``, ``device``, ``min_round_s``."""
+    (``hidden_size``, ``num_layers``, ``num_heads``, ``vocab_size``; default: the ``"small"`` LM preset's width, depth
+    and heads with a byte-sized vocabulary), ``rounds``, ``device``, ``min_round_s``."""
 
     mixers: Sequence[str] | None = None
     seq_len: int = 1024
     batch: int = 2
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 6
     vocab_size: int = 256
     rounds: int = 3
     device: torch.device | str = "cpu"

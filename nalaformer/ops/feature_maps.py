@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nalaformer.ops.fused_features import SignSplitOptions, SignSplitPower, fused_path_applies
+from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies, sign_split_features
 from nalaformer.ops.validation import check_choice, check_float_tensor, upcast
 
 INHIBIT_MODES = ("sign", "cosine", "none")
@@ -90,7 +90,7 @@ def nala_query_map(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     q = upcast(q)
     if inhibit == "sign" and fused_path_applies(lam, tau, power, normalise=True):
-        return SignSplitPower.apply(q, SignSplitOptions(True, lam, tau, temperature, power, eps))
+        return sign_split_features(q, SignSplitOptions(True, lam, tau, temperature, power, eps))
     norm = l2_norm(q, eps)
     q_hat = q / norm
     p = nala_exponent(norm, lam, tau, temperature) if power is None else power
@@ -117,7 +117,7 @@ def nala_key_map(
     check_choice("inhibit", inhibit, INHIBIT_MODES)
     k = upcast(k)
     if inhibit == "sign" and fused_path_applies(lam, 0.0, None, normalise=False):
-        return SignSplitPower.apply(k, SignSplitOptions(False, lam, eps=eps))
+        return sign_split_features(k, SignSplitOptions(False, lam, eps=eps))
     direction = k / l2_norm(k, eps) if inhibit == "cosine" else k
     return _split(safe_pow(k.abs(), lam), direction, inhibit, alpha)
 

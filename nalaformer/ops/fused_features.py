@@ -166,6 +166,13 @@ class SignSplitPower(torch.autograd.Function):
         return _token_major(grad_x, x), None
 
 
+def sign_split_features(x: torch.Tensor, options: SignSplitOptions) -> torch.Tensor:
+    """:class:`SignSplitPower` when a gradient is wanted, else its forward alone (no autograd bookkeeping: decoding)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return SignSplitPower.apply(x, options)
+    return _token_major(sign_split_forward(_head_major(x), options)[0], x)
+
+
 def _token_major(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A tensor computed head-major, as a ``[B, T, H, ...]`` view when ``like`` is 4-D."""
     return x.transpose(1, 2) if like.dim() == 4 else x

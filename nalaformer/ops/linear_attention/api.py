@@ -28,8 +28,10 @@ Output = torch.Tensor | tuple[torch.Tensor, LinearAttentionState]
 
 
 def fp32_region(device: torch.device) -> contextlib.AbstractContextManager:
-    """Disable autocast so features, states and denominators stay in fp32."""
+    """Disable autocast so features, states and denominators stay in fp32 (nothing to do when it is off)."""
     try:
+        if not torch.is_autocast_enabled(device.type):
+            return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, enabled=False)
     except RuntimeError:
         return contextlib.nullcontext()

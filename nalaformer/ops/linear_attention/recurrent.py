@@ -26,10 +26,11 @@ def recurrent_core(
     kv, k_sum, count = state.kv, state.k_sum, state.count
     outputs = []
     for t in range(q.shape[2]):
-        kv = kv + kn[:, :, t, :, None] * v[:, :, t, None, :]
+        kv = torch.addcmul(kv, kn[:, :, t, :, None], v[:, :, t, None, :])
         k_sum = k_sum + k[:, :, t]
         count = count + valid[:, t]
         num = (qn[:, :, t, None, :] @ kv).squeeze(-2)
         den = (q[:, :, t] * k_sum).sum(dim=-1)
         outputs.append(normalise(num.unsqueeze(2), den.unsqueeze(2), count.unsqueeze(1), eps))
-    return torch.cat(outputs, dim=2), LinearAttentionState(kv, k_sum, count)
+    o = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+    return o, LinearAttentionState(kv, k_sum, count)
