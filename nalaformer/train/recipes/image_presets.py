@@ -136,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--root", default=None, help="dataset directory (default: the dataset's own location)")
     parser.add_argument("--run-root", default=None, help="write each run's folder here (default: nothing written)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the rows to this CSV file")
     args = parser.parse_args(argv)
-    train = {"seed": args.seed, "device": args.device, "progress": False}
+    train = {"seed": args.seed, "device": args.device, "cpu_threads": args.cpu_threads, "progress": False}
     if args.batch_size is not None:
         train["batch_size"] = args.batch_size
     if args.steps is not None:
