@@ -1,4 +1,4 @@
-"""Shared fixtures of the training tests: one intra-op thread (tiny tensors on a shared 2-core machine)."""
+"""Suite-wide fixtures: one intra-op thread per test process (tiny tensors; `make test` runs two processes)."""
 
 from __future__ import annotations
 
