@@ -92,28 +92,8 @@ def chunk_delta_rule(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel delta rule (DeltaNet; Gated DeltaNet when ``g`` is given): the training / prefill path.
 
-    Equal to ``naive_recurrent_delta_rule`` in outputs, final state and gradients up to rounding. Same arguments,
-    returns and rules as ``nalaformer.ops.delta_rule.delta_rule``:
-
-    Args:
-        q: ``[B, T, H, Dk]`` queries, float. Output dtype follows ``q``.
-        k: ``[B, T, H, Dk]`` keys, dtype of ``q``; assumed L2-normalised by the caller (``||k_t|| <= 1``).
-        v: ``[B, T, H, Dv]`` values, dtype of ``q``.
-        beta: ``[B, T, H]`` write strengths in (0, 1), or (0, 2) to allow negative eigenvalues; any float dtype.
-        g: ``[B, T, H]`` log decay ``log alpha_t <= 0`` (Gated DeltaNet), any float dtype; default ``None``
-            (DeltaNet, ``alpha_t = 1``).
-        scale: query scale; default ``None`` = ``Dk ** -0.5``.
-        initial_state: ``[B, H, Dk, Dv]`` (``[N, H, Dk, Dv]`` with ``cu_seqlens``) state to resume from, any float
-            dtype; default ``None`` = zeros.
-        output_final_state: also return the final state; default ``False``.
-        attention_mask: ``[B, T]`` bool / 0-1 (1 = real token); padded tokens leave the state untouched and output
-            zeros. Default ``None``.
-        cu_seqlens: ``[N + 1]`` integer cumulative lengths of ``N`` sequences packed in ``B == 1``; default ``None``.
-        chunk_size: tokens per chunk, a positive int; default 64 (capped at the sequence length).
-
-    Returns:
-        ``o [B, T, H, Dv]`` in the dtype of ``q``, or ``(o, final_state)`` with ``final_state [B, H, Dk, Dv]`` in fp32
-        (fp64 for fp64 inputs) when ``output_final_state``.
+    Equal to ``naive_recurrent_delta_rule`` in outputs, final state and gradients up to rounding. Arguments, returns and
+    rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
     """
     core = functools.partial(_chunk_core, chunk_size=check_chunk_size(chunk_size))
     return run_delta_rule_form(

@@ -50,27 +50,8 @@ def naive_recurrent_delta_rule(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Reference delta rule (DeltaNet; Gated DeltaNet when ``g`` is given), one explicit step per token.
 
-    Slow (a ``Dk × Dk`` transition per step); use it to check the other forms. Same arguments, returns and rules as
-    ``nalaformer.ops.delta_rule.delta_rule``:
-
-    Args:
-        q: ``[B, T, H, Dk]`` queries, float. Output dtype follows ``q``.
-        k: ``[B, T, H, Dk]`` keys, dtype of ``q``; assumed L2-normalised by the caller (``||k_t|| <= 1``).
-        v: ``[B, T, H, Dv]`` values, dtype of ``q``.
-        beta: ``[B, T, H]`` write strengths in (0, 1), or (0, 2) to allow negative eigenvalues; any float dtype.
-        g: ``[B, T, H]`` log decay ``log alpha_t <= 0`` (Gated DeltaNet), any float dtype; default ``None``
-            (DeltaNet, ``alpha_t = 1``).
-        scale: query scale; default ``None`` = ``Dk ** -0.5``.
-        initial_state: ``[B, H, Dk, Dv]`` (``[N, H, Dk, Dv]`` with ``cu_seqlens``) state to resume from, any float
-            dtype; default ``None`` = zeros.
-        output_final_state: also return the final state; default ``False``.
-        attention_mask: ``[B, T]`` bool / 0-1 (1 = real token); padded tokens leave the state untouched and output
-            zeros. Default ``None``.
-        cu_seqlens: ``[N + 1]`` integer cumulative lengths of ``N`` sequences packed in ``B == 1``; default ``None``.
-
-    Returns:
-        ``o [B, T, H, Dv]`` in the dtype of ``q``, or ``(o, final_state)`` with ``final_state [B, H, Dk, Dv]`` in fp32
-        (fp64 for fp64 inputs) when ``output_final_state``.
+    Slow (a ``Dk × Dk`` transition per step); use it to check the other forms. Arguments, returns and
+    rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
     """
     return run_delta_rule_form(
         _naive_core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens
