@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:n] (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="operator input dtype (default: float32 on CPU; bfloat16 on CUDA, where SDPA then runs its flash kernel)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes, seconds end to end (tests)")
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="operator sequence lengths")
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES)} or all")
     suites = SUITES if not args.suites or "all" in args.suites else tuple(dict.fromkeys(args.suites))
     out = args.out if args.out is not None else (None if args.tiny else Path("benchmarks/results"))
-    dtype = torch.float32
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     tiny = args.tiny
     results: dict[str, list[dict[str, Any]]] = {}
     extra = report.metadata(device, dtype)
@@ -126,14 +132,14 @@ def run(args: argparse.Namespace) -> int:
     targets = report.evaluate_targets(
         results.get("operators", ()), results.get("decoding", ()), results.get("roofline", ())
     )
-    summary = _summary(results, targets, device, args)
+    summary = _summary(results, targets, device, dtype)
     print(summary)
     if out is not None:
         _write(results, summary, out, device, dtype, extra, args.threads)
     return 0
 
 
-def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: Any, args: argparse.Namespace) -> str:
+def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: Any, dtype: Any) -> str:
     import torch
 
     from nalaformer.bench import report
@@ -150,7 +156,8 @@ def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: An
         report.targets_markdown(targets),
     ]
     if "operators" in results:
-        lines += ["", "## Operators (B=1, H=4, D=64, fp32)", "", report.operators_markdown(results["operators"])]
+        title = f"## Operators (B=1, H=4, D=64, {str(dtype).removeprefix('torch.')})"
+        lines += ["", title, "", report.operators_markdown(results["operators"])]
         lines += ["", report.operators_markdown(results["operators"], pass_name="fwd")]
     for suite, columns in (
         ("roofline", ("name", "seq_len", "median_ms", "gflops_per_s", "fraction_of_matmul")),

@@ -50,7 +50,6 @@ def recurrent_delta_rule(
 
     Meant for ``T = 1`` (or a few tokens) with the state returned by a previous call; for long sequences use
     ``chunk_delta_rule``. Arguments, returns and rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
-
     """
     return run_delta_rule_form(
         _recurrent_core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens
