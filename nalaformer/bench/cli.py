@@ -69,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     extra = report.metadata(device, dtype)
 
+    def finish(suite: str, rows: list[dict[str, Any]]) -> None:
+        """Keep a suite's rows and write its files at once (a later suite's failure does not lose them)."""
+        results[suite] = rows
+        if out is not None:
+            _write_suite(suite, rows, out, device, extra, args.threads)
+
     if "operators" in suites:
         modes = (False, True) if args.modes is None else tuple(mode == "causal" for mode in args.modes)
         settings = operators.OperatorSettings(
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             min_round_s=0.0 if tiny else 0.02,
         )
-        results["operators"] = operators.run_operator_benchmarks(settings, progress=_log)
+        finish("operators", operators.run_operator_benchmarks(settings, progress=_log))
     if "roofline" in suites:
         settings = roofline.RooflineSettings(
             seq_len=256 if tiny else 16384,
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             min_round_s=0.0 if tiny else 0.02,
         )
-        results["roofline"] = roofline.run_roofline(settings, progress=_log)
+        finish("roofline", roofline.run_roofline(settings, progress=_log))
     if "decoding" in suites:
         settings = decoding.DecodingSettings(
             contexts=tuple(args.contexts or ((32, 64) if tiny else decoding.DecodingSettings.contexts)),
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             min_round_s=0.0 if tiny else 0.05,
         )
-        results["decoding"] = decoding.run_decoding(settings, progress=_log)
+        finish("decoding", decoding.run_decoding(settings, progress=_log))
     if "vision" in suites:
         settings = models.VisionSettings(
             variant="nalaformer_nano" if tiny else "nalaformer_t",
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             budget_s=args.budget,
             device=device,
         )
-        results["vision"] = models.run_vision(settings, progress=_log)
+        finish("vision", models.run_vision(settings, progress=_log))
     if "language" in suites:
         settings = models.LanguageSettings(
             mixers=("nala", "softmax") if tiny else None,
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             min_round_s=0.0 if tiny else 0.02,
         )
-        results["language"] = models.run_language(settings, progress=_log)
+        finish("language", models.run_language(settings, progress=_log))
 
     targets = report.evaluate_targets(
         results.get("operators", ()), results.get("decoding", ()), results.get("roofline", ())
@@ -135,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     summary = _summary(results, targets, device, dtype)
     print(summary)
     if out is not None:
-        _write(results, summary, out, device, dtype, extra, args.threads)
+        path = out / f"summary-{report.device_slug(device, args.threads)}-torch{report.torch_version()}.md"
+        path.write_text(summary)
+        _log(f"wrote {path}")
     return 0
 
 
@@ -179,44 +187,24 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def _write(
-    results: dict[str, list[dict[str, Any]]],
-    summary: str,
-    out: Path,
-    device: Any,
-    dtype: Any,
-    extra: dict[str, Any],
-    threads: int | None,
+def _write_suite(
+    suite: str, rows: list[dict[str, Any]], out: Path, device: Any, extra: dict[str, Any], threads: int | None
 ) -> None:
+    """``<suite>-<device>-torch<version>.csv`` and, for the suites with a plot, ``.png``."""
     from nalaformer.bench import report
 
     out.mkdir(parents=True, exist_ok=True)
-    for suite, rows in results.items():
-        path = report.write_csv(rows, report.result_path(out, suite, device, "csv", threads), extra)
-        _log(f"wrote {path}")
+    _log(f"wrote {report.write_csv(rows, report.result_path(out, suite, device, 'csv', threads), extra)}")
     title = f"{extra['device']}, {extra['threads']} threads, torch {extra['torch']}"
-    plots = {
-        "operators": lambda rows, path: report.plot_operators(rows, path, title),
-        "decoding": lambda rows, path: report.plot_series(
-            rows, "context", "per_token_ms", "mixer", path, f"per-token decoding latency ({title})"
-        ),
-        "language": None,
-        "roofline": None,
-        "vision": lambda rows, path: report.plot_series(
-            [dict(r, series=f"{r['layout']} {r['pass']}") for r in rows],
-            "size",
-            "images_per_s",
-            "series",
-            path,
-            f"NaLaFormer images/s ({title})",
-        ),
-    }
-    for suite, rows in results.items():
-        plot = plots.get(suite)
-        if plot is not None and rows:
-            path = plot(rows, report.result_path(out, suite, device, "png", threads))
-            if path is not None:
-                _log(f"wrote {path}")
-    summary_path = out / f"summary-{report.device_slug(device, threads)}-torch{report.torch_version()}.md"
-    summary_path.write_text(summary)
-    _log(f"wrote {summary_path}")
+    path = report.result_path(out, suite, device, "png", threads)
+    if suite == "operators":
+        written = report.plot_operators(rows, path, title)
+    elif suite == "decoding":
+        written = report.plot_series(rows, "context", "per_token_ms", "mixer", path, f"decoding latency ({title})")
+    elif suite == "vision":
+        series = [dict(row, series=f"{row['layout']} {row['pass']}") for row in rows]
+        written = report.plot_series(series, "size", "images_per_s", "series", path, f"NaLaFormer images/s ({title})")
+    else:
+        written = None
+    if written is not None:
+        _log(f"wrote {written}")
