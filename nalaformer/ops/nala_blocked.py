@@ -37,7 +37,7 @@ from nalaformer.ops.linear_attention.parallel import reference_parallel
 # the sequence's features (at least MIN_BLOCK_ELEMENTS), so that the per-block working memory, a constant on top of the
 # O(T) memory, stays small next to it; a sequence with at most SINGLE_BLOCK_ELEMENTS features is one block.
 BLOCK_ELEMENTS = 1 << 18
-MIN_BLOCK_ELEMENTS = 1 << 16
+MIN_BLOCK_ELEMENTS = 1 << 17
 SINGLE_BLOCK_ELEMENTS = 1 << 19
 
 
@@ -90,6 +90,9 @@ class BlockedNaLaAttention(torch.autograd.Function):
             values[..., :value_dim].copy_(v[:, block].transpose(1, 2))
             values[..., value_dim].fill_(1.0)
             sums += key_features.transpose(-1, -2) @ values
+            if len(blocks) > 1:
+                # free the block before the next one allocates its own (a loop variable lives until reassigned)
+                del keys, key_features, values
         sums /= seq_len
         den = q.new_empty(batch, heads, seq_len)
         o = q.new_empty(batch, seq_len, heads, value_dim)
@@ -99,6 +102,9 @@ class BlockedNaLaAttention(torch.autograd.Function):
             num_den = query_features @ sums
             den[..., block] = nonzero(num_den[..., value_dim] + eps)
             torch.div(num_den[..., :value_dim], den[..., block, None], out=o[:, block].transpose(1, 2))
+            del num_den
+            if len(blocks) > 1:
+                del queries, query_features, norm
         # a sequence that fits in one block keeps that block's features (cache-sized) instead of recomputing them
         kept = (queries, norm, query_features, keys, key_features) if len(blocks) == 1 else ()
         ctx.save_for_backward(q, k, v, sums, den, o, *kept)
@@ -130,8 +136,10 @@ class BlockedNaLaAttention(torch.autograd.Function):
             grad_num_den /= den[..., block, None]
             grad_sums += query_features.transpose(-1, -2) @ grad_num_den
             grad_features = grad_num_den @ sums.transpose(-1, -2)
+            del grad_num_den
             grad_queries = sign_split_backward(queries, norm, query_features, grad_features, query)
             grad_q[:, block].copy_(grad_queries.transpose(1, 2))
+            del queries, norm, query_features, grad_features, grad_queries
         grad_sums /= seq_len
         grad_kv, grad_k_sum = grad_sums[..., :value_dim], grad_sums[..., value_dim]
         for block in blocks:
@@ -143,6 +151,7 @@ class BlockedNaLaAttention(torch.autograd.Function):
             grad_keys = sign_split_backward(keys, None, key_features, grad_features, key)
             grad_k[:, block].copy_(grad_keys.transpose(1, 2))
             grad_v[:, block].copy_((key_features @ grad_kv).transpose(1, 2))
+            del keys, key_features, grad_features, grad_keys
         return grad_q, grad_k, grad_v, None, None, None
 
 
@@ -192,6 +201,10 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
             count = torch.arange(block.start + 1, block.stop + 1, dtype=q.dtype, device=q.device)
             den[..., block] = nonzero(out[..., value_dim] + eps * count)
             torch.div(out[..., :value_dim], den[..., block, None], out=o[:, block].transpose(1, 2))
+            del out, a_c, b_c, c_c
+            if len(blocks) > 1:
+                # free the block before the next one allocates its own (a loop variable lives until reassigned)
+                del inputs
         # a sequence that fits in one block keeps its features (cache-sized) instead of recomputing them
         kept = inputs if len(blocks) == 1 else ()
         ctx.save_for_backward(q, k, v, o, den, *states, *scores, *kept)
@@ -238,6 +251,8 @@ class BlockedCausalNaLaAttention(torch.autograd.Function):
             grad_q[:, block].copy_(grad_queries.transpose(1, 2))
             grad_k[:, block].copy_(grad_keys.transpose(1, 2))
             grad_v[:, block].copy_(grad_c[..., :value_dim].transpose(1, 2))
+            del queries, norm, query_features, keys, key_features, values, a_c, b_c, c_c
+            del grad_a, grad_b, grad_c, grad_queries, grad_keys
         return grad_q, grad_k, grad_v, None, None, None, None
 
 
