@@ -213,13 +213,17 @@ def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
     except ImportError:
         return None
     modes = [causal for causal in (False, True) if any(r["causal"] == causal for r in rows)]
+    # one colour per method in every panel
+    colours = {method: f"C{index % 10}" for index, method in enumerate(dict.fromkeys(r["method"] for r in rows))}
     figure, axes = plt.subplots(len(modes), 3, figsize=(16, 4.6 * len(modes)), squeeze=False)
     for row_axes, causal in zip(axes, modes):
         selected = [r for r in rows if r["causal"] == causal and r["pass"] == "fwd+bwd"]
         label = "causal" if causal else "non-causal"
         for method in dict.fromkeys(r["method"] for r in selected):
             points = sorted((r["seq_len"], r) for r in selected if r["method"] == method)
-            style = dict(marker="o", linewidth=2.4 if method in ("nala", "sdpa") else 1.2, label=method)
+            style = dict(
+                marker="o", color=colours[method], linewidth=2.4 if method in ("nala", "sdpa") else 1.2, label=method
+            )
             for axis, key in zip(row_axes, ("median_ms", "speedup_vs_sdpa", "peak_bytes_per_token")):
                 scale = 1024 if key == "peak_bytes_per_token" else 1
                 xs = [t for t, r in points if not math.isnan(r[key])]
@@ -236,6 +240,7 @@ def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
         row_axes[1].set_yscale("log")
         row_axes[1].axhline(1.0, color="black", linewidth=0.8)
         row_axes[0].legend(fontsize=8)
+        row_axes[2].legend(fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
