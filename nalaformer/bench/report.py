@@ -239,8 +239,9 @@ def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
         row_axes[0].set_yscale("log")
         row_axes[1].set_yscale("log")
         row_axes[1].axhline(1.0, color="black", linewidth=0.8)
-        row_axes[0].legend(fontsize=8)
-        row_axes[2].legend(fontsize=8)
+        for axis in (row_axes[0], row_axes[2]):
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

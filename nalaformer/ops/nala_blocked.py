@@ -4,11 +4,11 @@ whole sequence.
 Feature maps followed by :func:`~nalaformer.ops.linear_attention` write ``phi_q`` and ``phi_k`` (``[B, T, H, 2D]``,
 twice the size of ``q``) to memory, read them back in the matmuls, keep them for backward and receive gradients of the
 same size. On CPU that traffic, and the page faults of freshly allocated tensors of that size, cost more than the
-matmuls. Here the sequence is cut into blocks small enough to stay in cache (``2^18`` feature elements): the forward
-accumulates ``Σ_j phi_k(k_j) [v_j, 1]ᵀ`` block by block (the ones column carries the denominator), then produces each
-block's output; the backward recomputes each block's features (cheap, in cache) instead of saving them, so the memory
-kept for backward is ``q, k, v``, the output and a ``[B, H, T]`` denominator (a sequence that fits in one block keeps
-its features instead: they are small and recomputing them would cost as much as the rest).
+matmuls. Here the sequence is cut into blocks small enough to stay in cache (at most ``2^18`` feature elements). The
+forward accumulates ``Σ_j phi_k(k_j) [v_j, 1]ᵀ`` block by block (the ones column carries the denominator), then
+produces each block's output. The backward recomputes each block's features (cheap, in cache) instead of saving them,
+so the memory kept for backward is ``q, k, v``, the output and a ``[B, H, T]`` denominator; a sequence that fits in
+one block keeps its features instead (they are small, and recomputing them would cost as much as the rest).
 
 The causal form (:class:`BlockedCausalNaLaAttention`) works the same way: each block is a few chunks of the chunked
 form (:func:`~nalaformer.ops.linear_attention.chunk.chunk_sums_forward`) started from the running state, which is
