@@ -82,7 +82,9 @@ def nala_query_map(
             Default: None.
 
     Returns:
-        torch.Tensor: fp32 features ``[..., 2D]`` (``[..., D]`` for ``inhibit="none"``).
+        torch.Tensor: fp32 features ``[..., 2D]`` (``[..., D]`` for ``inhibit="none"``). With the sign split and an
+        exponent > 1, ``[B, T, H, D]`` inputs give features stored head-major (a ``[B, T, H, 2D]`` view of
+        ``[B, H, T, 2D]`` memory, the order the attention matmuls read); use ``reshape``, not ``view``, to flatten.
     """
     check_float_tensor("q", q)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
@@ -111,7 +113,9 @@ def nala_key_map(
         eps (float): floor of ``||k||`` in the cosine angle map. Default: 1e-6.
 
     Returns:
-        torch.Tensor: fp32 features ``[..., 2D]`` (``[..., D]`` for ``inhibit="none"``).
+        torch.Tensor: fp32 features ``[..., 2D]`` (``[..., D]`` for ``inhibit="none"``). With the sign split and an
+        exponent > 1, ``[B, T, H, D]`` inputs give features stored head-major (a ``[B, T, H, 2D]`` view of
+        ``[B, H, T, 2D]`` memory, the order the attention matmuls read); use ``reshape``, not ``view``, to flatten.
     """
     check_float_tensor("k", k)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
