@@ -27,34 +27,12 @@ def controlled_section(out_dir: Path) -> dict[str, Any]:
     return study
 
 
-def _operator_calls(seq_len: int, causal: bool) -> dict[str, Any]:
-    """Forward and forward+backward closures of NaLa and SDPA at ``B=1, H=4, D=64`` (fp32)."""
-    import torch
-
-    from nalaformer.ops import nala_attention, softmax_attention
-
-    generator = torch.Generator().manual_seed(seq_len)
-    q, k, v = (torch.randn(1, seq_len, 4, 64, generator=generator).requires_grad_() for _ in range(3))
-    calls = {}
-    for name, op in (("nala", nala_attention), ("sdpa", softmax_attention)):
-
-        def forward(op=op):
-            with torch.no_grad():
-                op(q, k, v, causal=causal)
-
-        def forward_backward(op=op):
-            op(q, k, v, causal=causal).sum().backward()
-
-        calls[f"{name}/fwd"] = forward
-        calls[f"{name}/fwd+bwd"] = forward_backward
-    return calls
-
-
 def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
-    """NaLa against SDPA (non-causal and causal, forward and forward+backward) at the plan's sequence lengths.
+    """NaLa (and two linear baselines) against SDPA, non-causal and causal, forward and forward+backward, at the
+    plan's sequence lengths, through the operator suite of ``nalaformer bench``.
 
-    Timed after the training runs, alone on the machine, with every candidate interleaved in the same rounds
-    (``nalaformer.bench.timing``) so the ratios are measured in one run.
+    Timed after the training runs, alone on the machine, with every candidate interleaved in the same rounds, so the
+    ratios are measured in one run.
     """
     path = Path(out_dir) / "results" / "efficiency.json"
     cached = _load(path)
@@ -62,27 +40,19 @@ def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
         return cached
     import torch
 
-    from nalaformer.bench.timing import paired_ratio, time_interleaved
+    from nalaformer.bench.operators import OperatorSettings, run_operator_benchmarks
 
-    rows, speedups = [], []
+    settings = OperatorSettings(
+        lengths=plan.bench_lengths, methods=("nala", "elu", "relu"), rounds=plan.bench_repeats, memory_methods=()
+    )
+    rows = run_operator_benchmarks(settings)
+    speedups = []
     for seq_len in plan.bench_lengths:
         entry: dict[str, Any] = {"seq_len": seq_len}
-        for causal in (False, True):
-            label = "causal" if causal else "noncausal"
-            timings = time_interleaved(_operator_calls(seq_len, causal), rounds=plan.bench_repeats, warmup=1)
-            for pass_name in ("fwd", "fwd+bwd"):
-                for name in ("nala", "sdpa"):
-                    timing = timings[f"{name}/{pass_name}"]
-                    rows.append(
-                        {
-                            "name": f"{name} ({label})",
-                            "seq_len": seq_len,
-                            "pass": pass_name,
-                            "median_ms": 1e3 * timing.median_s,
-                        }
-                    )
-                key = f"{label}_{pass_name.replace('+', '')}"
-                entry[key] = paired_ratio(timings[f"sdpa/{pass_name}"], timings[f"nala/{pass_name}"])
+        for row in rows:
+            if row["method"] == "nala" and row["seq_len"] == seq_len:
+                key = f"{'causal' if row['causal'] else 'noncausal'}_{row['pass'].replace('+', '')}"
+                entry[key] = row["speedup_vs_sdpa"]
         speedups.append(entry)
     result = {
         "description": (
@@ -91,7 +61,15 @@ def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
             "is `nalaformer bench`."
         ),
         "threads": torch.get_num_threads(),
-        "rows": rows,
+        "rows": [
+            {
+                "name": f"{r['method']} ({'causal' if r['causal'] else 'non-causal'})",
+                "seq_len": r["seq_len"],
+                "pass": r["pass"],
+                "median_ms": r["median_ms"],
+            }
+            for r in rows
+        ],
         "speedups": speedups,
     }
     write_json_atomic(result, path)
