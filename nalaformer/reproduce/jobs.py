@@ -122,11 +122,6 @@ def run_job(task: TaskPlan, mixer: str, seed: int, out_dir: str | Path, diagnost
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     result = recipe.run(config)
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
-    curve = [
-        {"step": record["step"], **{k: v for k, v in record.items() if k.startswith("val_")}}
-        for record in result.history
-        if any(k.startswith("val_") for k in record)
-    ]
     spikiness = measure_spikiness(
         result.model, diagnostic_batch(task, config), directory / "diagnostics", mixer, diagnostic_queries
     )
@@ -137,7 +132,6 @@ def run_job(task: TaskPlan, mixer: str, seed: int, out_dir: str | Path, diagnost
         "steps": result.step,
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "metrics": result.metrics,
-        "curve": curve,
         "train_seconds": wall,
         "cpu_seconds": cpu,
         "threads": torch.get_num_threads(),

@@ -132,6 +132,30 @@ def _figure_accuracy(out_dir: Path, results: dict[str, Any]) -> str | None:
     return name
 
 
+def _figure_curves(out_dir: Path, results: dict[str, Any]) -> str | None:
+    tasks = [
+        (name, entry) for name, entry in results["tasks"].items() if any(m["curve"] for m in entry["mixers"].values())
+    ]
+    if not tasks:
+        return None
+    plt = _plt()
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.8), squeeze=False)
+    for axis, (name, entry) in zip(axes[0], tasks):
+        for mixer, stats in entry["mixers"].items():
+            points = [p for p in stats["curve"] if p["mean"] is not None]
+            if points:
+                style = "-" if mixer.startswith("nala") or mixer == "softmax" else "--"
+                axis.plot([p["step"] for p in points], [p["mean"] for p in points], style, marker=".", label=mixer)
+        axis.set_xlabel("step")
+        axis.set_title(f"{name}: {entry['metric']} during training (mean over seeds)", fontsize=9)
+        axis.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    name = "curves.png"
+    figure.savefig(out_dir / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
 def _figure_controlled(out_dir: Path) -> str | None:
     import json
 
@@ -277,6 +301,8 @@ def _section_accuracy(results: dict[str, Any], figures: dict[str, str | None]) -
         lines += _table(["mixer", "parameters", entry["metric"], "CPU s / run"], rows)
     if figures.get("accuracy"):
         lines += [f"![accuracy]({figures['accuracy']})", ""]
+    if figures.get("curves"):
+        lines += [f"![validation curves]({figures['curves']})", ""]
     return lines
 
 
@@ -367,6 +393,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
             "scatter": _figure_scatter(out_dir, results, seed),
             "exponents": _figure_exponents(out_dir, results, seed),
             "accuracy": _figure_accuracy(out_dir, results),
+            "curves": _figure_curves(out_dir, results),
             "efficiency": _figure_efficiency(out_dir, results),
         }
     except ImportError as error:  # matplotlib is optional: the tables still carry every number

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nalaformer.reproduce import paper
-from nalaformer.reproduce.jobs import result_path, write_json_atomic
+from nalaformer.reproduce.jobs import result_path, run_dir, write_json_atomic
 from nalaformer.reproduce.plan import ABLATION_PATH, StudyPlan
 
 CONTROLLED_SCALES = (0.25, 1.0, 4.0, 16.0)
@@ -44,6 +44,28 @@ def _mean(values: list[float]) -> float | None:
 def _std(values: list[float]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+
+
+def _validation_curve(out_dir: Path, task: str, mixer: str, seeds: list[int], metric: str) -> list[dict[str, Any]]:
+    """``metric`` at every evaluation step, averaged over the seeds evaluated at that step.
+
+    Read from each run's ``metrics.jsonl`` (its ``"split": "val"`` records; after a resume the last record of a step
+    counts), so the curve and the final values come from the same log the training engine wrote.
+    """
+    key = metric.removeprefix("val_")
+    per_step: dict[int, list[float]] = {}
+    for seed in seeds:
+        path = run_dir(out_dir, task, mixer, seed) / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        values: dict[int, float] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("split") == "val" and record.get(key) is not None:
+                values[int(record["step"])] = float(record[key])
+        for step, value in values.items():
+            per_step.setdefault(step, []).append(value)
+    return [{"step": step, "mean": _mean(v), "n": len(v)} for step, v in sorted(per_step.items())]
 
 
 def _layer_means(summary: dict[str, Any], key: str) -> list[float]:
@@ -113,7 +135,7 @@ def _task_results(plan: StudyPlan, out_dir: Path) -> tuple[dict[str, Any], list[
                 "parameters": runs[0]["parameters"],
                 "steps": runs[0]["steps"],
                 "cpu_seconds": _mean([r["cpu_seconds"] for r in runs]),
-                "curve": runs[0].get("curve", []),
+                "curve": _validation_curve(out_dir, task.name, mixer, [r["seed"] for r in runs], task.metric),
                 "spikiness": _spikiness(runs),
             }
         tasks[task.name] = {

@@ -26,6 +26,10 @@ def test_every_planned_run_finished_and_wrote_its_record(study):
         record = json.loads(result_path(out, task.name, mixer, seed).read_text())
         assert record["steps"] == task.steps and record["mixer"] == mixer
         assert record["metrics"][task.metric] == results["tasks"][task.name]["mixers"][mixer]["values"][0]
+        curve = results["tasks"][task.name]["mixers"][mixer]["curve"]
+        # the curve is read from the engine's log; its last point is the run's final validation value
+        assert curve and curve[-1]["step"] == task.steps and curve[-1]["n"] == 1
+        assert curve[-1]["mean"] == pytest.approx(record["metrics"][task.metric])
     assert json.loads((out / "results.json").read_text())["tasks"] == results["tasks"]
 
 
