@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nalaformer.train.train_command", "train a model: `train image` (classification) or `train lm`"),
     "eval": ("nalaformer.train.eval_command", "evaluate a trained run's checkpoint on its validation or test data"),
     "generate": ("nalaformer.train.generate_command", "continue a prompt with a trained language model"),
+    "harness": ("nalaformer.train.harness", "score a trained language model on lm-evaluation-harness tasks"),
     "diagnose": ("nalaformer.diagnostics.cli", "attention entropy vs query norm, NaLa exponent, sign agreement"),
     "info": ("nalaformer.models.info", "parameters and MACs of the vision variants for each mixer layout"),
     "reproduce": ("nalaformer.reproduce.cli", "small-scale reproduction study of the paper's claims, with a report"),

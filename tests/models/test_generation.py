@@ -269,30 +269,15 @@ def test_decode_mask_must_extend_the_cached_one():
         model(random_ids(2, 1), cache=cache, attention_mask=torch.ones(2, 5, dtype=torch.long))
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A two-step character-level run of `nalaformer train lm` on a small text."""
-    from nalaformer.cli import main
-
-    folder = tmp_path_factory.mktemp("lm_run")
-    corpus = folder / "corpus.txt"
-    corpus.write_text("Shall I compare thee to a summer's day?\n" * 12, encoding="utf-8")
-    argv = ["train", "lm", "--data.name", str(corpus), "--data.block-size", "16", "--batch-size", "4", "--steps", "2"]
-    argv += ["--model.hidden-size", "16", "--model.num-layers", "2", "--model.num-heads", "2", "--no-progress"]
-    argv += ["--model.options", '{"hybrid_every": 2}', "--warmup-steps", "1", "--run-dir", str(folder / "run")]
-    assert main(argv) == 0
-    return folder
-
-
-def test_generate_command_prints_the_greedy_continuation_of_a_run(trained_run, capsys):
+def test_generate_command_prints_the_greedy_continuation_of_a_run(trained_lm_run, capsys):
     from nalaformer.cli import main
     from nalaformer.train.generate_command import load_model_and_tokenizer
 
     capsys.readouterr()
-    argv = ["generate", "--checkpoint", str(trained_run / "run"), "--prompt", "Shall", "--greedy"]
+    argv = ["generate", "--checkpoint", str(trained_lm_run / "run"), "--prompt", "Shall", "--greedy"]
     assert main([*argv, "--max-new-tokens", "9"]) == 0
     captured = capsys.readouterr()
-    model, tokenizer = load_model_and_tokenizer(trained_run / "run")
+    model, tokenizer = load_model_and_tokenizer(trained_lm_run / "run")
     ids = torch.tensor([tokenizer.encode("Shall")])
     with torch.no_grad():
         for _ in range(9):
@@ -311,11 +296,11 @@ def test_generate_command_prints_the_greedy_continuation_of_a_run(trained_run, c
     ],
     ids=["empty-prompt", "unknown-characters", "beyond-softmax-context", "tokenizer-for-a-run"],
 )
-def test_generate_command_reports_bad_input_in_one_line(trained_run, capsys, argv, message):
+def test_generate_command_reports_bad_input_in_one_line(trained_lm_run, capsys, argv, message):
     from nalaformer.cli import main
 
     capsys.readouterr()
-    assert main(["generate", "--checkpoint", str(trained_run / "run"), *argv]) == 1
+    assert main(["generate", "--checkpoint", str(trained_lm_run / "run"), *argv]) == 1
     error = capsys.readouterr().err
     assert error.startswith("nalaformer generate: error:") and message in error
 
@@ -331,7 +316,7 @@ def test_generate_command_reads_a_save_pretrained_folder(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("abc")
 
 
-def test_eval_text_reports_the_perplexity_of_a_text_file(trained_run, capsys):
+def test_eval_text_reports_the_perplexity_of_a_text_file(trained_lm_run, capsys):
     import json
 
     import torch.nn.functional as F
@@ -340,11 +325,11 @@ def test_eval_text_reports_the_perplexity_of_a_text_file(trained_run, capsys):
     from nalaformer.train.generate_command import load_model_and_tokenizer
 
     text = "to a summer's day? Shall I compare thee\n" * 3
-    (trained_run / "heldout.txt").write_text(text, encoding="utf-8")
+    (trained_lm_run / "heldout.txt").write_text(text, encoding="utf-8")
     capsys.readouterr()
-    assert main(["eval", str(trained_run / "run"), "--text", str(trained_run / "heldout.txt")]) == 0
+    assert main(["eval", str(trained_lm_run / "run"), "--text", str(trained_lm_run / "heldout.txt")]) == 0
     record = json.loads(capsys.readouterr().out)
-    model, tokenizer = load_model_and_tokenizer(trained_run / "run")
+    model, tokenizer = load_model_and_tokenizer(trained_lm_run / "run")
     ids = torch.tensor(tokenizer.encode(text))
     windows = (len(ids) - 1) // 16
     inputs = torch.stack([ids[i * 16 : i * 16 + 16] for i in range(windows)])
