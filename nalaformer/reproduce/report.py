@@ -408,6 +408,11 @@ def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
         "from `results.json` in this folder, which the run wrote from its own measurements.",
         "",
     ]
+    runs = [stats for entry in results["tasks"].values() for stats in entry["mixers"].values()]
+    if runs:
+        cpu_hours = sum((stats["cpu_seconds"] or 0.0) * stats["n"] for stats in runs) / 3600
+        count = sum(stats["n"] for stats in runs)
+        lines += [f"Training: {count} runs, {fmt(cpu_hours, 2)} CPU hours in all (one thread per run).", ""]
     lines += _section_claims(results)
     lines += _section_spikiness(results, figures)
     lines += _section_accuracy(results, figures)

@@ -36,6 +36,7 @@ def test_every_planned_run_finished_and_wrote_its_record(study):
 def test_report_tables_print_the_json_numbers(study):
     out, results = study
     report = (out / "report.md").read_text()
+    assert f"Training: {len(study_plan('tiny').jobs())} runs, " in report
     for entry in results["tasks"].values():
         for mixer, stats in entry["mixers"].items():
             row = f"| {mixer} | {stats['parameters']} | {fmt(stats['mean'])}"
