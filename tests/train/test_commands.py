@@ -16,7 +16,7 @@ from nalaformer.train import list_checkpoints, read_metrics
 QUICK = ["--warmup-steps", "1", "--no-progress", "--log-every", "2"]
 IMAGE_STANDIN = ["--data.name", "digits", "--model.name", "tests.train.standins:TinyConvNet", "--batch-size", "16"]
 LM_STANDIN = ["--model.name", "tests.train.standins:TinyCausalLM", "--model.hidden-size", "8", "--batch-size", "8"]
-HAS_LANGUAGE_MODEL = importlib.util.find_spec("nalaformer.models.lm") is not None
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 
 def _last_val(run_dir) -> dict:
@@ -87,7 +87,7 @@ def test_train_lm_on_mqar_reports_query_accuracy(tmp_path, capsys):
     assert json.loads((tmp_path / "config.json").read_text())["dataset"]["task"] == "mqar"
 
 
-@pytest.mark.skipif(not HAS_LANGUAGE_MODEL, reason="nalaformer.models.lm has not landed")
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="the language model needs the lm extra (transformers)")
 def test_train_lm_with_the_nala_causal_lm(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Shall I compare thee to a summer's day?\n" * 20, encoding="utf-8")
