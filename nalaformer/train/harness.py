@@ -223,7 +223,9 @@ class NaLaHarnessLM(LM):
             if temperature == 0.0:
                 do_sample = False
             ids = self.tok_encode(context) or [self._required_prefix()]
-            ids = ids[-max(1, self.max_length - max_new) :] if self.model.model.has_bounded_context else ids
+            if self.model.model.has_bounded_context:  # softmax layers: prompt + new tokens must fit max_length
+                max_new = min(max_new, self.max_length - 1)
+                ids = ids[-(self.max_length - max_new) :]
             sampling = {"temperature": temperature, "top_k": 0} if do_sample else {}
             out = self.model.generate(
                 torch.tensor([ids], device=self._device),

@@ -96,6 +96,9 @@ def test_generate_until_is_greedy_decoding_cut_at_the_stop_string(adapter):
     stop = expected[2:4]
     (cut,) = adapter.generate_until([_request(context, {"until": [stop], "max_gen_toks": 6})])
     assert cut == expected[: expected.index(stop)]
+    # a softmax layer bounds the context: a long prompt keeps its last tokens and generation stops at max_length
+    (bounded,) = adapter.generate_until([_request("Shall I compare thee to a summer's day?", {"max_gen_toks": 40})])
+    assert len(bounded) == adapter.max_length - 1
 
 
 def test_a_local_jsonl_task_scores_like_the_reference(trained_lm_run, tmp_path):
