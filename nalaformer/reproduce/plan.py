@@ -43,7 +43,8 @@ class TaskPlan:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """A whole study: its tasks, seeds, and the sizes of the spikiness and efficiency sections."""
+    """A whole study: its tasks, seeds, and the sizes of the spikiness and efficiency sections (operators at
+    ``bench_lengths`` tokens; the ``vision_variant`` backbone's inference at ``vision_sizes`` pixels square)."""
 
     mode: str
     tasks: tuple[TaskPlan, ...]
@@ -51,6 +52,8 @@ class StudyPlan:
     diagnostic_queries: int
     bench_lengths: tuple[int, ...]
     bench_repeats: int
+    vision_variant: str = "nalaformer_xt"
+    vision_sizes: tuple[int, ...] = (224, 512)
 
     def jobs(self) -> list[tuple[TaskPlan, str, int]]:
         """Every (task, mixer, seed) training run, interleaving tasks so partial results cover all of them."""
@@ -121,7 +124,16 @@ def study_plan(mode: str) -> StudyPlan:
                 higher_is_better=False,
             ),
         )
-        return StudyPlan(mode, tasks, (0,), diagnostic_queries=32, bench_lengths=(64, 128), bench_repeats=1)
+        return StudyPlan(
+            mode,
+            tasks,
+            (0,),
+            diagnostic_queries=32,
+            bench_lengths=(64, 128),
+            bench_repeats=1,
+            vision_variant="nalaformer_nano",
+            vision_sizes=(32, 64),
+        )
     quick = mode == "quick"
     # Sizes chosen so that quick mode trains every run in ~20-45 CPU seconds (about 5 minutes in all on 2 cores) and
     # full mode its 90 runs in about 2 hours on 2 cores. MQAR uses one data setting in both modes: softmax attention
@@ -168,5 +180,12 @@ def study_plan(mode: str) -> StudyPlan:
     if quick:
         return StudyPlan(mode, tasks, (0,), diagnostic_queries=128, bench_lengths=(256, 1024, 4096), bench_repeats=3)
     return StudyPlan(
-        mode, tasks, (0, 1, 2), diagnostic_queries=256, bench_lengths=(256, 1024, 4096, 16384), bench_repeats=5
+        mode,
+        tasks,
+        (0, 1, 2),
+        diagnostic_queries=256,
+        bench_lengths=(256, 1024, 4096, 16384),
+        bench_repeats=5,
+        vision_variant="nalaformer_t",
+        vision_sizes=(224, 512, 1024),
     )

@@ -327,6 +327,25 @@ def _section_efficiency(results: dict[str, Any], figures: dict[str, str | None])
     )  # speedups of NaLa over SDPA
     if figures.get("efficiency"):
         lines += [f"![efficiency]({figures['efficiency']})", ""]
+    models = results.get("model_efficiency")
+    if models and models.get("rows"):
+        sizes = sorted({r["size"] for r in models["rows"]})
+        layouts = list(dict.fromkeys(r["layout"] for r in models["rows"]))
+        cells = {(r["layout"], r["size"]): r for r in models["rows"]}
+        rows = []
+        for layout in layouts:
+            row = [layout]
+            for size in sizes:
+                entry = cells.get((layout, size))
+                if entry is None:
+                    row.append("n/a")
+                elif layout == "softmax":
+                    row.append(fmt(entry["median_ms"], 1))
+                else:
+                    row.append(f"{fmt(entry['median_ms'], 1)} ({fmt(entry['speedup_vs_softmax'], 2)}x)")
+            rows.append(row)
+        lines += ["Whole model against the input resolution. " + models.get("description", ""), ""]
+        lines += _table(["layout", *(f"{s}x{s}" for s in sizes)], rows)
     return lines
 
 

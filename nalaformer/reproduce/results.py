@@ -180,6 +180,7 @@ def collect_results(out_dir: str | Path, plan: StudyPlan, failures: list[dict[st
         "controlled": _controlled(_read(out_dir / "results" / "controlled.json")),
         "tasks": tasks,
         "efficiency": _read(out_dir / "results" / "efficiency.json"),
+        "model_efficiency": _read(out_dir / "results" / "model_efficiency.json"),
         "paper": {
             "source": paper.PAPER,
             "table5_ablation": paper.TABLE5_ABLATION,

@@ -74,3 +74,39 @@ def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
     }
     write_json_atomic(result, path)
     return result
+
+
+def model_efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
+    """NaLaFormer inference time per image against the input resolution for the released hybrid, all-NaLa and
+    all-softmax layouts (batch 1, layouts timed interleaved), through the vision suite of ``nalaformer bench``."""
+    path = Path(out_dir) / "results" / "model_efficiency.json"
+    cached = _load(path)
+    if cached is not None:
+        return cached
+    import torch
+
+    from nalaformer.bench.models import VisionSettings, run_vision
+
+    settings = VisionSettings(
+        variant=plan.vision_variant,
+        layouts=("released", "nala", "softmax"),
+        sizes=plan.vision_sizes,
+        passes=("inference",),
+        rounds=plan.bench_repeats,
+    )
+    rows = run_vision(settings)
+    result = {
+        "description": (
+            f"`{plan.vision_variant}` inference (eval, no grad), one image, fp32, {torch.get_num_threads()} threads; "
+            f"median ms per image over {plan.bench_repeats} interleaved rounds, speed-up over the all-softmax layout "
+            "in parentheses. The full suite is `nalaformer bench vision`."
+        ),
+        "variant": plan.vision_variant,
+        "threads": torch.get_num_threads(),
+        "rows": [
+            {k: r[k] for k in ("layout", "size", "batch", "median_ms", "speedup_vs_softmax", "rounds", "note")}
+            for r in rows
+        ],
+    }
+    write_json_atomic(result, path)
+    return result

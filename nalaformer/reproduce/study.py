@@ -128,7 +128,7 @@ def run_study(
         dict: the collected results (also written to ``results.json``).
     """
     from nalaformer.reproduce.report import collect_results, write_report
-    from nalaformer.reproduce.sections import controlled_section, efficiency_section
+    from nalaformer.reproduce.sections import controlled_section, efficiency_section, model_efficiency_section
 
     unknown = set(sections) - {"spikiness", "accuracy", "efficiency"}
     if unknown:
@@ -159,6 +159,7 @@ def run_study(
         failures = run_training_jobs(plan, out_dir, workers, progress)
     if "efficiency" in sections:
         efficiency_section(out_dir, plan)
+        model_efficiency_section(out_dir, plan)
     results = collect_results(out_dir, plan, failures)
     results["elapsed_seconds_this_call"] = time.perf_counter() - start
     write_report(out_dir, results)

@@ -51,6 +51,11 @@ def test_report_tables_print_the_json_numbers(study):
         assert f"| {claim['claim']} | {claim['paper']} | {claim['ours']} | **{claim['verdict']}** |" in report
     for row in results["efficiency"]["speedups"]:
         assert f"| {row['seq_len']} | {fmt(row['noncausal_fwd'], 1)} |" in report
+    vision = {(r["layout"], r["size"]): r for r in results["model_efficiency"]["rows"]}
+    assert {size for _, size in vision} == set(study_plan("tiny").vision_sizes)
+    nala, softmax = vision[("nala", 64)], vision[("softmax", 64)]
+    assert f"{fmt(nala['median_ms'], 1)} ({fmt(nala['speedup_vs_softmax'], 2)}x)" in report
+    assert f"| softmax | {fmt(vision[('softmax', 32)]['median_ms'], 1)} | {fmt(softmax['median_ms'], 1)} |" in report
 
 
 def test_changing_a_json_number_changes_the_report(study, tmp_path):
