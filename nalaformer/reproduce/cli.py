@@ -9,7 +9,7 @@ from nalaformer.reproduce.plan import MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="the quick mode (about 10 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="the quick mode (about 6 minutes on 2 CPU cores)")
     parser.add_argument("--mode", choices=MODES, default=None, help="quick, full (hours) or tiny (seconds, for tests)")
     parser.add_argument(
         "--out", default=None, help="study folder (default: runs/reproduce-<mode>); resumed if it exists"

@@ -82,7 +82,7 @@ _SMALL_IMAGE_MODEL = {"embed_dims": [16, 32, 64], "depths": [1, 1, 1], "num_head
 
 
 def study_plan(mode: str) -> StudyPlan:
-    """The plan of ``mode``: ``"quick"`` (the README's ``make demo``, about 10 minutes on 2 CPU cores), ``"full"``
+    """The plan of ``mode``: ``"quick"`` (the README's ``make demo``, about 6 minutes on 2 CPU cores), ``"full"``
     (hours: more mixers, longer runs, 3 seeds) or ``"tiny"`` (seconds; for tests)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -135,9 +135,9 @@ def study_plan(mode: str) -> StudyPlan:
             vision_sizes=(32, 64),
         )
     quick = mode == "quick"
-    # Sizes chosen so that quick mode trains every run in ~20-45 CPU seconds (about 5 minutes in all on 2 cores) and
-    # full mode its 90 runs in about 2 hours on 2 cores. MQAR uses one data setting in both modes: softmax attention
-    # solves it (val accuracy 1.0) in 1,500 steps and is still near chance (0.25) at 300.
+    # Measured on 2 cores: quick mode's 19 runs take 18-65 CPU seconds each (5 min 51 s in all with the
+    # efficiency section); full mode's 90 runs 77-278 each (2 hours). MQAR uses one data setting in both modes:
+    # softmax attention solves it (val accuracy 1.0) in 600 steps, the linear mixers need about 1,500.
     tasks = (
         TaskPlan(
             "image",
