@@ -31,6 +31,11 @@ def run_dir(out_dir: Path, task: str, mixer: str, seed: int) -> Path:
     return Path(out_dir) / "runs" / task / f"{mixer}-seed{seed}"
 
 
+def read_json(path: Path) -> Any:
+    """The JSON document at ``path``, or ``None`` when the file does not exist (a job or section not run yet)."""
+    return json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
+
+
 def write_json_atomic(payload: Any, path: Path) -> None:
     """Write strict JSON (NaN -> null) through a temporary file and a rename: a result file is whole or absent."""
     from nalaformer.diagnostics import to_json

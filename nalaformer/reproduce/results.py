@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nalaformer.reproduce import paper
-from nalaformer.reproduce.jobs import result_path, run_dir, write_json_atomic
+from nalaformer.reproduce.jobs import read_json, result_path, run_dir, write_json_atomic
 from nalaformer.reproduce.plan import ABLATION_PATH, StudyPlan
 
 CONTROLLED_SCALES = (0.25, 1.0, 4.0, 16.0)
@@ -30,10 +30,6 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
-
-
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -118,7 +114,7 @@ def _task_results(plan: StudyPlan, out_dir: Path) -> tuple[dict[str, Any], list[
         for mixer in task.mixers:
             runs = []
             for seed in plan.seeds:
-                record = _read(result_path(out_dir, task.name, mixer, seed))
+                record = read_json(result_path(out_dir, task.name, mixer, seed))
                 if record is None:
                     missing.append({"task": task.name, "mixer": mixer, "seed": seed})
                 else:
@@ -171,16 +167,16 @@ def _controlled(study: dict[str, Any] | None) -> dict[str, Any] | None:
 def collect_results(out_dir: str | Path, plan: StudyPlan, failures: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the study measured, as one JSON-serialisable record, also written to ``results.json``."""
     out_dir = Path(out_dir)
-    study = _read(out_dir / "study.json") or {}
+    study = read_json(out_dir / "study.json") or {}
     tasks, missing = _task_results(plan, out_dir)
     results: dict[str, Any] = {
         "mode": plan.mode,
         "environment": study.get("environment", {}),
         "plan": dataclasses.asdict(plan),
-        "controlled": _controlled(_read(out_dir / "results" / "controlled.json")),
+        "controlled": _controlled(read_json(out_dir / "results" / "controlled.json")),
         "tasks": tasks,
-        "efficiency": _read(out_dir / "results" / "efficiency.json"),
-        "model_efficiency": _read(out_dir / "results" / "model_efficiency.json"),
+        "efficiency": read_json(out_dir / "results" / "efficiency.json"),
+        "model_efficiency": read_json(out_dir / "results" / "model_efficiency.json"),
         "paper": {
             "source": paper.PAPER,
             "table5_ablation": paper.TABLE5_ABLATION,

@@ -2,42 +2,39 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nalaformer.reproduce.jobs import write_json_atomic
+from nalaformer.reproduce.jobs import read_json, write_json_atomic
 from nalaformer.reproduce.plan import StudyPlan
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def _cached(out_dir: Path, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``results/<name>`` of the study folder: read when a previous call wrote it, else computed and written."""
+    path = Path(out_dir) / "results" / name
+    cached = read_json(path)
+    if cached is not None:
+        return cached
+    result = compute()
+    write_json_atomic(result, path)
+    return result
 
 
 def controlled_section(out_dir: Path) -> dict[str, Any]:
     """Entropy of one attention row against ``||q||`` for softmax and every feature map (no training)."""
-    path = Path(out_dir) / "results" / "controlled.json"
-    cached = _load(path)
-    if cached is not None:
-        return cached
     from nalaformer.diagnostics import controlled_entropy_study
 
-    study = controlled_entropy_study()
-    write_json_atomic(study, path)
-    return study
+    return _cached(out_dir, "controlled.json", controlled_entropy_study)
 
 
-def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
+def _operator_timings(plan: StudyPlan) -> dict[str, Any]:
     """NaLa (and two linear baselines) against SDPA, non-causal and causal, forward and forward+backward, at the
     plan's sequence lengths, through the operator suite of ``nalaformer bench``.
 
     Timed after the training runs, alone on the machine, with every candidate interleaved in the same rounds, so the
     ratios are measured in one run.
     """
-    path = Path(out_dir) / "results" / "efficiency.json"
-    cached = _load(path)
-    if cached is not None:
-        return cached
     import torch
 
     from nalaformer.bench.operators import OperatorSettings, run_operator_benchmarks
@@ -72,17 +69,12 @@ def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
         ],
         "speedups": speedups,
     }
-    write_json_atomic(result, path)
     return result
 
 
-def model_efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
+def _vision_timings(plan: StudyPlan) -> dict[str, Any]:
     """NaLaFormer inference time per image against the input resolution for the released hybrid, all-NaLa and
     all-softmax layouts (batch 1, layouts timed interleaved), through the vision suite of ``nalaformer bench``."""
-    path = Path(out_dir) / "results" / "model_efficiency.json"
-    cached = _load(path)
-    if cached is not None:
-        return cached
     import torch
 
     from nalaformer.bench.models import VisionSettings, run_vision
@@ -108,5 +100,14 @@ def model_efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
             for r in rows
         ],
     }
-    write_json_atomic(result, path)
     return result
+
+
+def efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
+    """The operator timings (:func:`_operator_timings`), cached in ``results/efficiency.json``."""
+    return _cached(out_dir, "efficiency.json", lambda: _operator_timings(plan))
+
+
+def model_efficiency_section(out_dir: Path, plan: StudyPlan) -> dict[str, Any]:
+    """The vision-backbone timings (:func:`_vision_timings`), cached in ``results/model_efficiency.json``."""
+    return _cached(out_dir, "model_efficiency.json", lambda: _vision_timings(plan))

@@ -159,7 +159,7 @@ class NaLaHarnessLM(LM):
                     f"{self.max_length}"
                 )
             tokens = (context + continuation)[-(self.max_length + 1) :]
-            windows.append((tokens[:-1], len(continuation)))
+            windows.append((tokens[:-1], continuation))
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
         results: list[tuple[float, bool]] = [(0.0, False)] * len(windows)
         for start in range(0, len(order), self.batch_size):
@@ -172,10 +172,9 @@ class NaLaHarnessLM(LM):
             logits = self.model(input_ids=inputs.to(self._device), use_cache=False).logits.float()
             log_probs = F.log_softmax(logits, dim=-1)
             for row, index in enumerate(batch):
-                tokens, count = windows[index]
-                context, continuation = pairs[index]
+                tokens, continuation = windows[index]
                 targets = torch.tensor(continuation, device=log_probs.device)
-                span = log_probs[row, len(tokens) - count : len(tokens)]
+                span = log_probs[row, len(tokens) - len(continuation) : len(tokens)]
                 total = span.gather(-1, targets[:, None]).sum().item()
                 greedy = bool((span.argmax(-1) == targets).all())
                 results[index] = (total, greedy)
