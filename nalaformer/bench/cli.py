@@ -1,6 +1,6 @@
 """``nalaformer bench``: operator, decoding, model and roofline benchmarks; CSV + PNG per suite, targets on stdout.
 
-``nalaformer bench`` runs every suite with the issue's settings (B=1, H=4, D=64, fp32, all threads, T = 256..65536) and
+``nalaformer bench`` runs every suite at the reference settings (B=1, H=4, D=64, fp32, all threads, T = 256..65536) and
 writes ``<out>/<suite>-<device>-torch<version>.{csv,png}`` plus ``summary-<device>-torch<version>.md`` (the tables and
 the targets). ``--tiny`` runs everything end to end at toy sizes in seconds (for tests; nothing is written unless
 ``--out`` is given).

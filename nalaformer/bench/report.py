@@ -1,4 +1,4 @@
-"""Result files (CSV + PNG named by device and torch version), the issue's targets, and Markdown tables.
+"""Result files (CSV + PNG named by device and torch version), the speed and memory targets, and Markdown tables.
 
 File names follow ``<suite>-<device>-torch<version>.<ext>``, e.g. ``operators-cpu-xeon-2c-torch2.13.0.csv``; every CSV
 row also carries the device, thread count, torch version and dtype, so a file read on its own says where it came from.
@@ -81,7 +81,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path | str, extra: dict[str,
 
 @dataclass(frozen=True)
 class Target:
-    """One target of the issue: what was measured against what was asked."""
+    """One performance target (a speed-up, a flat memory or latency curve): the goal and the measured figure."""
 
     name: str
     goal: str
@@ -121,7 +121,10 @@ def evaluate_targets(
     decoding: Sequence[dict[str, Any]] = (),
     roofline: Sequence[dict[str, Any]] = (),
 ) -> list[Target]:
-    """The issue's targets, each with the measured figure (``nan`` / ``met=None`` where not measured)."""
+    """The performance targets (speed-ups, flat memory and latency, FLOP/s), each with the measured figure.
+
+    ``nan`` / ``met=None`` where not measured.
+    """
     targets = []
 
     def speedup(causal: bool, seq_len: int) -> float | None:

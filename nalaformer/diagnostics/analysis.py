@@ -7,7 +7,7 @@ rows, with every allowed key (padding and causality respected), so each row is t
 - linear blocks: the kernel ``A = phi_q phi_kᵀ`` of the block's own feature map, row-normalised (what the
   denominator of normalised linear attention divides by). The entropy is taken on these un-rotated weights. With
   RoPE the numerator uses rotated features, so the effective weights ``rope(phi_q) rope(phi_k)ᵀ / (sum A + eps n)``
-  can be negative and rows need not sum to 1 (PAPER.md §1.8 item 4); they have no entropy, so their fraction of
+  can be negative and rows need not sum to 1 (docs/method.md §4.2); they have no entropy, so their fraction of
   negative entries and their row sums are reported beside it.
 
 Per query: ``||q||``, the entropy of its row, the norm of the key with the largest weight, NaLa's exponent

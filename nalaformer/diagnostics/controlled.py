@@ -1,6 +1,6 @@
 """Controlled study without training: one query direction with a growing norm against fixed random keys.
 
-PAPER.md §1.3 and §4.2: softmax attention sharpens as ``||q||`` grows (Prop. 1); a homogeneous feature map
+docs/method.md §2 and §6: softmax attention sharpens as ``||q||`` grows (Prop. 1); a homogeneous feature map
 (``phi(c x) = c^r phi(x)``: ReLU, ReLU³) gives exactly the same normalised row at every scale (Prop. 2); 1+ELU is only
 nearly homogeneous; NaLa's norm-aware exponent ``p = lam (tau + tanh(||q|| / T))`` restores a dependence that
 saturates once ``tanh`` does (``||q|| ≈ 2 T``).
@@ -23,7 +23,7 @@ from nalaformer.diagnostics.entropy import positive_sequence_entropy, softmax_en
 from nalaformer.ops import elu_feature_map, nala_exponent, nala_key_map, nala_query_map, relu_feature_map
 
 CONTROLLED_METHODS = ("softmax", "elu", "relu", "relu3", "nala", "nala_cosine")
-# 2^-2 ... 2^4 in quarter-octave steps: every reference scale of PAPER.md §4.2 is on the grid, exactly
+# 2^-2 ... 2^4 in quarter-octave steps: every reference norm of docs/method.md §6 is on the grid, exactly
 DEFAULT_SCALES = tuple(2.0 ** (exponent / 4) for exponent in range(-8, 17))
 METHOD_LABELS = {
     "softmax": "softmax (exp q·k)",
@@ -87,7 +87,7 @@ def controlled_entropy_study(
     """Entropy of one attention row against the query norm, for softmax and each feature map.
 
     Args:
-        dim (int): head dimension ``d``. Default: 64 (PAPER.md §4.2).
+        dim (int): head dimension ``d``. Default: 64 (docs/method.md §6).
         num_keys (int): keys ``N``. Default: 196 (a 14x14 map).
         scales (Sequence[float]): query norms ``||q||``, increasing, positive. Default: ``2^-2 ... 2^4`` in
             quarter-octave steps (25 values).
@@ -98,7 +98,7 @@ def controlled_entropy_study(
         alpha (float): cosine-inhibit sharpness. Default: 20.0.
         key_std (float): standard deviation of the key entries; only softmax and 1+ELU depend on it (the other maps
             are homogeneous in ``k``). Default: 0.25.
-        softmax_scale (float): logits are ``softmax_scale * q·k``. Default: 1.0 (PAPER.md §4.2 uses ``q·k``).
+        softmax_scale (float): logits are ``softmax_scale * q·k``. Default: 1.0 (docs/method.md §6 uses ``q·k``).
         trials (int): independent draws of the direction and keys (seeds ``seed .. seed + trials - 1``); curves
             are reported per trial and as mean and standard deviation. Default: 8.
         seed (int): first seed. Default: 0.
@@ -193,7 +193,7 @@ def format_controlled_table(study: dict[str, Any], scales: Sequence[float] = (0.
 
     Args:
         study (dict): the result of :func:`controlled_entropy_study`.
-        scales (Sequence[float]): norms to show. Default: ``(0.25, 1, 4, 8, 16)`` (PAPER.md §4.2).
+        scales (Sequence[float]): norms to show. Default: ``(0.25, 1, 4, 8, 16)`` (docs/method.md §6).
     """
     grid = study["scales"]
     shown = [(s, grid.index(s)) for s in scales if s in grid] or list(zip(grid, range(len(grid))))

@@ -1,6 +1,6 @@
 """Row entropies of attention weights and the correlation statistics the diagnostics report.
 
-Positive Sequence Entropy (PAPER.md Def. 2): for ``x_i >= 0`` with ``s = sum_i x_i > 0``,
+Positive Sequence Entropy (docs/method.md §2.1): for ``x_i >= 0`` with ``s = sum_i x_i > 0``,
 ``PSE(x) = -sum_i (x_i / s) log(x_i / s)``. It is the Shannon entropy of the normalised row, so it is unchanged by a
 positive rescaling of the row; that is why a homogeneous feature map cannot make attention sharper as ``||q||`` grows
 (Prop. 2). A row with ``s = 0`` (a query that shares no sign with any key under NaLa's sign split) has no

@@ -1,6 +1,6 @@
 """Figures of the diagnostics, one PNG each (matplotlib, Agg backend; the ``plot`` extra).
 
-- :func:`plot_controlled_study`: entropy against ``||q||`` per method, and NaLa's exponent (PAPER.md §4.2).
+- :func:`plot_controlled_study`: entropy against ``||q||`` per method, and NaLa's exponent (docs/method.md §6).
 - :func:`plot_entropy_vs_norm`: scatter of row entropy against ``||q||`` or the top key's norm, one panel per head,
   with a least-squares line and Pearson's r (the paper's Fig. 1 for softmax, Fig. 4 for linear maps).
 - :func:`plot_exponent_histogram`: NaLa's exponent ``p(||q||)`` against its supremum ``lam (tau + 1)``, per

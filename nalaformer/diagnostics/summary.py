@@ -3,7 +3,8 @@
 Per head (unit): Pearson and Spearman correlation of the row entropy with ``||q||`` and with the norm of the
 top-weighted key (the paper's Fig. 1), the mean fraction of same-sign dimensions in each row's top (q, k) pair
 (Fig. 3), the ``||q||`` range, zero rows, NaLa's exponent and how much of it sits in tanh's saturated zone
-(PAPER.md §1.8 item 3), and for linear blocks with RoPE the share of negative numerator weights (§1.8 item 4).
+(docs/method.md §7 item 3), and for linear blocks with RoPE the share of negative numerator weights
+(docs/method.md §4.2).
 """
 
 from __future__ import annotations

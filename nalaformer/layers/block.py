@@ -1,9 +1,9 @@
 """The block every token mixer shares, so methods differ only in how the heads attend.
 
-Released NaLaFormer block (PAPER.md §1.7): one fused projection to ``q, k, v`` and a gate ``g``; per-head attention
-(RoPE on the numerator for linear attention, on ``q, k`` for softmax); LePE (a depthwise conv of ``v``, 5x5 for images,
-a short 1-D conv for sequences, causal when the mixer is) added to the attention output; LayerNorm; times ``SiLU(g)``;
-output projection.
+Released NaLaFormer block (docs/method.md §5.1): one fused projection to ``q, k, v`` and a gate ``g``; per-head
+attention (RoPE on the numerator for linear attention, on ``q, k`` for softmax); LePE (a depthwise conv of ``v``, 5x5
+for images, a short 1-D conv for sequences, causal when the mixer is) added to the attention output; LayerNorm; times
+``SiLU(g)``; output projection.
 """
 
 from __future__ import annotations

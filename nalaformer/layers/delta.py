@@ -1,6 +1,6 @@
 """Delta-rule token mixers: DeltaNet, Gated DeltaNet, and the paper's NaLa+DN / NaLa+GDN.
 
-The paper's language models (PAPER.md §2.2) put NaLa's feature maps in place of SiLU inside DeltaNet and Gated
+The paper's language models (docs/method.md §5.3) put NaLa's feature maps in place of SiLU inside DeltaNet and Gated
 DeltaNet. Here the four share one mixer in the shared block (fused ``q, k, v, g`` projection, output LayerNorm times
 ``SiLU(g)``, output projection), so they differ only in the feature map and in the decay:
 

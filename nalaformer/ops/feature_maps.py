@@ -3,7 +3,7 @@
 Every map acts on the last dimension of a ``[..., D]`` tensor and returns fp32 features ``[..., F]``. NaLa's maps and
 every baseline's live here so the attention forms in :mod:`nalaformer.ops.linear_attention` are shared by all methods.
 
-NaLa (the released code's defaults, PAPER.md §1.7):
+NaLa (the released code's defaults, docs/method.md §3):
 
 - query: ``n = ||q||``, ``q_hat = q / n``, ``p = lam * (tau + tanh(n / temperature))``,
   ``phi_q = [relu(q_hat)^p, relu(-q_hat)^p]`` (the exponent grows with the query norm: norm awareness);
@@ -51,7 +51,7 @@ def _split(magnitude: torch.Tensor, direction: torch.Tensor, inhibit: str, alpha
 
 
 def nala_exponent(q_norm: torch.Tensor, lam: float = 3.0, tau: float = 0.5, temperature: float = 1.0) -> torch.Tensor:
-    """NaLa's norm-aware exponent ``p = lam * (tau + tanh(||q|| / temperature))`` (PAPER.md Eq. 8)."""
+    """NaLa's norm-aware exponent ``p = lam * (tau + tanh(||q|| / temperature))`` (docs/method.md §3.1)."""
     return lam * (tau + torch.tanh(q_norm / temperature))
 
 

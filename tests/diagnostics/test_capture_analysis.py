@@ -103,7 +103,7 @@ def test_weights_without_rope_are_rows_of_a_distribution() -> None:
     # rows sum to 1 up to the eps * n the denominator adds
     row_sums = view.weights.sum(-1)
     assert (row_sums <= 1).all() and (row_sums > 1 - 1e-3).all()
-    # with RoPE on the numerator the applied weights are not a distribution (PAPER.md §1.8 item 4)
+    # with RoPE on the numerator the applied weights are not a distribution (docs/method.md §4.2)
     assert (view.numerator_weights < 0).any()
 
 

@@ -1,4 +1,4 @@
-"""The controlled study reproduces Prop. 1 and 2 and NaLa's saturating dependence (PAPER.md §1.3, §4.2)."""
+"""The controlled study reproduces Prop. 1 and 2 and NaLa's saturating dependence (docs/method.md §2, §6)."""
 
 from __future__ import annotations
 

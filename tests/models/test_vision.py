@@ -78,7 +78,7 @@ def mixer_kind(block: nn.Module) -> str:
 def analytic_parameters(
     embed_dims, depths, mlp_ratios, head_hidden_size=1024, num_classes=1000, in_chans=3, layer_scale=True
 ) -> int:
-    """Parameter count of the released architecture, written out from its description (PAPER.md §1.8 item 9)."""
+    """Parameter count of the released architecture, written out from its description (docs/method.md §5.2)."""
 
     def conv(cin, cout, k, groups=1):
         return cout * (cin // groups) * k * k + cout
@@ -198,7 +198,7 @@ def test_released_variants_forward_on_tiny_inputs(variant: str) -> None:
 
 
 def reference_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The released block written plainly in NCHW (PAPER.md §1.8 item 9), reusing the block's weights."""
+    """The released block written plainly in NCHW (docs/method.md §5.2), reusing the block's weights."""
     channels = x.shape[1]
 
     def depthwise(conv: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:

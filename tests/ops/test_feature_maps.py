@@ -13,7 +13,7 @@ from tests.assertions import assert_close
 
 
 def released_code_features(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The released NaLaFormer code's feature computation, transcribed as plain math (PAPER.md §1.7 steps 4-5)."""
+    """The released NaLaFormer code's feature computation, transcribed as plain math (docs/method.md §3.2-3.3)."""
     k = k**3
     q_norm = q.norm(dim=-1, keepdim=True)
     power = 3 * (0.5 + torch.tanh(q_norm))
@@ -30,7 +30,7 @@ def test_defaults_match_released_code():
 
 
 def test_kernel_keeps_same_sign_products_only():
-    """phi_q · phi_k = Σ_{sign q_i = sign k_i} |q_hat_i|^p |k_i|^3 (PAPER.md §1.7 closed form)."""
+    """phi_q · phi_k = Σ_{sign q_i = sign k_i} |q_hat_i|^p |k_i|^3 (docs/method.md §3.5)."""
     q, k = torch.randn(100, 16, dtype=torch.float64), torch.randn(100, 16, dtype=torch.float64)
     n = q.norm(dim=-1, keepdim=True)
     p = 3 * (0.5 + torch.tanh(n))

@@ -48,7 +48,7 @@ def test_weights_form_a_distribution_without_rope(shape, seed, causal):
 @settings(max_examples=20, deadline=None)
 @given(shape=shapes, seed=st.integers(0, 10_000), scale=scales, causal=st.booleans())
 def test_homogeneous_map_is_query_norm_unaware(shape, seed, scale, causal):
-    """PAPER.md Prop. 2: with phi(cq) = c phi(q) the output does not change when q is rescaled."""
+    """Prop. 2 (docs/method.md §2.3): with phi(cq) = c phi(q) the output does not change when q is rescaled."""
     q, k, v = sample(shape, seed), sample(shape, seed + 1), sample(shape, seed + 2)
     phi_k = relu_feature_map(k)
     base = linear_attention(relu_feature_map(q), phi_k, v, causal=causal, eps=0.0)
