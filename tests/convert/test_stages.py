@@ -1,0 +1,119 @@
+"""Attention transfer, recovery, and saving / loading a converted model, on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from nalaformer.convert import linearize, new_parameters, set_mode
+from nalaformer.convert.saving import from_pretrained, save_pretrained
+from nalaformer.convert.stages import (
+    finish_recovery,
+    freeze_for_transfer,
+    make_teacher,
+    prepare_recovery,
+    recovery_loss,
+    transfer_loss,
+)
+from tests.convert.test_swap import inputs, output, tiny
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("mixer", ["nala", "hedgehog"])
+def test_attention_transfer_trains_only_new_parameters_and_lowers_the_loss(family, mixer):
+    model = linearize(tiny(family), mixer=mixer)
+    pretrained = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = freeze_for_transfer(model)
+    assert {id(p) for p in trainable} == {id(p) for _, p in new_parameters(model)}
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    batch = inputs(12)
+    losses = []
+    for _ in range(15):
+        loss, metrics = transfer_loss(model, batch, kl_weight=1.0, kl_max_len=16)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(metrics["loss"])
+    assert set(metrics) == {"loss", "mse", "kl"}
+    assert losses[-1] < 0.8 * losses[0]
+    new = {name for name, _ in new_parameters(model)}
+    for name, p in model.named_parameters():
+        if name not in new:
+            assert torch.equal(p, pretrained[name]), name
+    assert all(module.mode == "linear" for module in model.modules() if hasattr(module, "mode"))
+
+
+def test_kl_term_only_on_short_inputs():
+    model = linearize(tiny("bert"), mixer="elu")
+    _, short = transfer_loss(model, inputs(8), kl_max_len=8)
+    _, long = transfer_loss(model, inputs(9), kl_max_len=8)
+    assert "kl" in short and "kl" not in long
+
+
+def test_transfer_sees_the_teacher_hidden_states():
+    """In transfer mode the output is the pretrained model's, whatever the student does."""
+    model = tiny("gpt2")
+    batch = inputs()
+    with torch.no_grad():
+        reference = output(model, batch)
+        linearize(model, mixer="relu")
+        set_mode(model, "transfer")
+        teacher = output(model, batch)
+    valid = batch["attention_mask"].bool()
+    torch.testing.assert_close(teacher[valid], reference[valid], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_lora_recovery_lowers_the_distillation_loss_and_merges(family):
+    pytest.importorskip("peft", reason="LoRA recovery needs peft (pip install 'nalaformer[convert]')")
+    model = linearize(tiny(family), mixer="nala")
+    teacher = make_teacher(model)
+    student = prepare_recovery(model, lora_rank=4)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    assert trainable and len(trainable) < len(list(student.parameters()))
+    optimizer = torch.optim.Adam(trainable, lr=5e-3)
+    batch = inputs(12)
+    losses = []
+    for _ in range(12):
+        loss, _ = recovery_loss(student, teacher, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        before = output(student, batch)
+        merged = finish_recovery(student)
+        torch.testing.assert_close(output(merged, batch), before, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_save_pretrained_and_load_back_offline(family, tmp_path):
+    model = linearize(tiny(family), mixer="hedgehog")
+    with torch.no_grad():
+        for _, p in new_parameters(model):
+            p.add_(0.01 * torch.randn_like(p))  # trained-looking new parameters must round-trip
+        batch = inputs()
+        expected = output(model, batch)
+    save_pretrained(model, tmp_path / "converted")
+    loaded = from_pretrained(tmp_path / "converted")
+    with torch.no_grad():
+        torch.testing.assert_close(output(loaded, batch), expected)
+    assert loaded.nalaformer_conversion["mixer"] == "hedgehog"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_converted_decoder_generates_the_same_with_and_without_its_cache(family):
+    model = linearize(tiny(family), mixer="nala")
+    prompt = torch.randint(1, 40, (1, 5))
+    with torch.no_grad():
+        cached = model.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
+        uncached = model.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
+    assert torch.equal(cached, uncached)
+
+
+def test_loading_refuses_a_folder_that_is_not_a_conversion(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"conversion\.json"):
+        from_pretrained(tmp_path)
