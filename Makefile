@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench
+.PHONY: install demo test lint format bench test-ecosystem
 
 $(STAMP): pyproject.toml requirements/pinned.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,18 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/nalaformer bench
+
+# Our integration tests against the real timm (tests/ecosystem), in a separate environment: timm needs torchvision,
+# which does not load beside the CPU torch of .venv (requirements/ecosystem.txt; about 5.5 GB, 2 min to build).
+# Not part of `make test`.
+ECO_VENV ?= .venv-ecosystem
+ECO_STAMP := $(ECO_VENV)/.installed
+
+$(ECO_STAMP): requirements/ecosystem.txt
+	$(PYTHON) -m venv $(ECO_VENV)
+	$(ECO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ECO_VENV)/bin/python -m pip install --quiet -r requirements/ecosystem.txt
+	touch $(ECO_STAMP)
+
+test-ecosystem: $(ECO_STAMP)
+	PYTHONPATH=$(CURDIR) $(ECO_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/ecosystem

@@ -17,15 +17,26 @@ from torch import nn
 
 from nalaformer.layers.base import MixerState, TokenMixer
 from nalaformer.layers.short_conv import ShortConvolution
+from nalaformer.layers.tracing import is_fx_tracing
 from nalaformer.ops import rope_angles_1d, rope_angles_2d
 from nalaformer.ops.validation import check_attention_mask
 
 
 @functools.lru_cache(maxsize=32)
-def _grid_rope(
+def _cached_grid_rope(
     height: int, width: int, dim: int, base: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     return rope_angles_2d(height, width, dim, base, device=device)
+
+
+def _grid_rope(
+    height: int, width: int, dim: int, base: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D RoPE tables of a grid, shared by every model. They are always built as normal tensors: a table first built
+    under ``torch.inference_mode()`` would be an inference tensor, which autograd refuses to save, so every later
+    training step at that grid size would fail."""
+    with torch.inference_mode(False):
+        return _cached_grid_rope(height, width, dim, base, device)
 
 
 class AttentionBlock(TokenMixer):
@@ -156,6 +167,8 @@ class AttentionBlock(TokenMixer):
 
     def _as_tokens(self, x: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int] | None]:
         name = type(self).__name__
+        if is_fx_tracing():  # shapes are Proxies, so nothing can be checked (mixers are FX leaves: see layers.tracing)
+            return x, size
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise TypeError(f"{name}: x must be a floating-point tensor")
         if self.layout == "1d":

@@ -485,20 +485,27 @@ def test_pretrained_loads_a_local_file_or_explains(tmp_path) -> None:
     assert loaded.pretrained_cfg["input_size"] == (3, 32, 32)
     with pytest.raises(ValueError, match="no weights are published"):
         nalaformer_t(pretrained=True)
-    with pytest.raises(ValueError, match="features_only"):
-        nalaformer_nano(features_only=True)
 
 
 def test_timm_registration_when_timm_is_importable(monkeypatch) -> None:
-    registered = []
+    registry, leaves = {}, []
     timm = types.ModuleType("timm")
     timm.__spec__ = importlib.machinery.ModuleSpec("timm", None)
     timm_models = types.ModuleType("timm.models")
-    timm_models.register_model = lambda fn: registered.append(fn.__name__) or fn
-    monkeypatch.setitem(sys.modules, "timm", timm)
-    monkeypatch.setitem(sys.modules, "timm.models", timm_models)
-    vision_module._register_with_timm()
-    assert set(registered) >= {f"nalaformer_{v}" for v in VARIANTS}
+    timm_models.register_model = lambda fn: registry.setdefault(fn.__name__, fn)
+    timm_models.is_model = lambda name: name in registry
+    timm_models.model_entrypoint = registry.__getitem__
+    timm_layers = types.ModuleType("timm.layers")
+    timm_layers.register_notrace_module = leaves.append
+    for name, module in (("timm", timm), ("timm.models", timm_models), ("timm.layers", timm_layers)):
+        monkeypatch.setitem(sys.modules, name, module)
+    assert vision_module.register_timm_models()
+    assert set(registry) == {f"nalaformer_{v}" for v in [*VARIANTS, "nano"]}
+    assert vision_module.default_cfgs["nalaformer_t"]["input_size"] == (3, 224, 224)
+    assert leaves and all(issubclass(cls, nn.Module) for cls in leaves)
+    # a second call registers nothing again (timm would warn about overwriting)
+    timm_models.register_model = lambda fn: pytest.fail(f"{fn.__name__} registered twice")
+    assert vision_module.register_timm_models()
 
 
 def test_info_command_prints_counts(capsys) -> None:

@@ -165,7 +165,8 @@ class NaLaFormerBlock(nn.Module):
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
+        # indexed, not unpacked: under torch.fx the shape is a Proxy, which cannot be iterated
+        batch, channels, height, width = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         x = x + self.cpe1(x)
         tokens = self.norm1(x.permute(0, 2, 3, 1)).reshape(batch, height * width, channels)
         h = self.attn(tokens, size=(height, width)).reshape(batch, height, width, channels)

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nalaformer.layers.tracing import is_fx_tracing, register_timm_leaf_modules
 from nalaformer.models.vision.blocks import ConvStem, NaLaFormerHead, NaLaFormerStage
+from nalaformer.models.vision.features import build_features_model
 
 __all__ = [
     "NaLaFormer",
@@ -30,6 +32,7 @@ __all__ = [
     "nalaformer_s",
     "nalaformer_t",
     "nalaformer_xt",
+    "register_timm_models",
     "resolve_mixers",
 ]
 
@@ -216,7 +219,17 @@ class NaLaFormer(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
 
+    def __prepare_scriptable__(self) -> NaLaFormer:
+        # torch.jit.script calls this first: refuse with a clear message instead of a compiler error deep inside
+        raise RuntimeError(
+            "NaLaFormer does not support TorchScript (torch.jit.script, deprecated upstream): the token mixers take "
+            "keyword-only arguments and optional states. Use torch.compile, torch.export or torch.fx "
+            "(nalaformer.layers.tracing.LeafTracer) instead"
+        )
+
     def _check_input(self, x: torch.Tensor) -> None:
+        if is_fx_tracing():  # x is a torch.fx Proxy: its type and shape are not known while tracing
+            return
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor [B, {self.in_chans}, H, W], got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -429,9 +442,11 @@ PRETRAINED_CFGS = {name: _pretrained_cfg(name) for name in MODEL_CONFIGS}
 PRETRAINED_CFGS["nalaformer_nano"] = _pretrained_cfg(
     "nalaformer_nano", num_classes=10, input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0
 )
+# timm's register_model reads the module-level `default_cfgs` of the entrypoints' module (no weights: url is empty).
+default_cfgs = PRETRAINED_CFGS
 
 
-def _create_nalaformer(variant: str, pretrained: bool = False, **kwargs: Any) -> NaLaFormer:
+def _create_nalaformer(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     # timm's create_model passes these; a local weights file comes as pretrained_cfg_overlay=dict(file=...).
     cfg = dict(PRETRAINED_CFGS[variant])
     for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
@@ -441,11 +456,14 @@ def _create_nalaformer(variant: str, pretrained: bool = False, **kwargs: Any) ->
         elif extra is not None and hasattr(extra, "to_dict"):
             cfg.update(extra.to_dict())
     kwargs.pop("cache_dir", None)
-    if kwargs.pop("features_only", False):
-        raise ValueError(
-            f"{variant}: features_only=True needs timm's feature wrappers; use model.forward_intermediates(x, "
-            f"indices=..., intermediates_only=True) or prune_intermediate_layers instead"
-        )
+    # features_only as timm's builder reads it: out_indices / feature_cls beside it, or inside feature_cfg
+    features_only = kwargs.pop("features_only", False)
+    feature_cfg = dict(kwargs.pop("feature_cfg", None) or {})
+    for key in ("out_indices", "feature_cls", "output_fmt"):
+        if key in kwargs:
+            feature_cfg[key] = kwargs.pop(key)
+    if feature_cfg and not features_only:
+        raise ValueError(f"{variant}: {sorted(feature_cfg)} only apply with features_only=True")
     model = NaLaFormer(**{**MODEL_CONFIGS[variant], **kwargs})
     model.pretrained_cfg = model.default_cfg = cfg
     if pretrained:
@@ -455,6 +473,8 @@ def _create_nalaformer(variant: str, pretrained: bool = False, **kwargs: Any) ->
                 f"pretrained_cfg_overlay=dict(file='path/to/checkpoint.pth') (official or nalaformer naming)"
             )
         load_checkpoint(model, cfg["file"])
+    if features_only:
+        return build_features_model(model, **feature_cfg)
     return model
 
 
@@ -493,19 +513,29 @@ ENTRYPOINTS = {
 }
 
 
-def _register_with_timm() -> None:
+def register_timm_models() -> bool:
+    """Register the entrypoints and their ``default_cfgs`` with timm's model registry, and the token mixers as
+    leaf modules of timm's FX helpers. Returns False (nothing done) if timm is not installed or cannot be imported.
+
+    Runs when this module is imported (``import nalaformer.models`` does it), the way timm's own model modules
+    register themselves; timm has no plugin entry points, so ``timm.create_model("nalaformer_t")`` needs that import
+    first. Calling it again is a no-op.
+    """
     import importlib.util
 
     # Importing timm costs seconds and pulls torchvision, so only try when it is installed.
     if importlib.util.find_spec("timm") is None:
-        return
+        return False
     try:
-        from timm.models import register_model
+        from timm.models import is_model, model_entrypoint, register_model
     except (ImportError, RuntimeError):
         # timm imports torchvision, which fails (RuntimeError) beside CPU-only torch builds.
-        return
-    for fn in ENTRYPOINTS.values():
-        register_model(fn)
+        return False
+    for name, fn in ENTRYPOINTS.items():
+        if not (is_model(name) and model_entrypoint(name) is fn):
+            register_model(fn)
+    register_timm_leaf_modules()
+    return True
 
 
-_register_with_timm()
+register_timm_models()
