@@ -204,7 +204,8 @@ def test_logits_to_keep_hidden_states_and_tuple_output():
         full = model(ids, output_hidden_states=True)
         last = model(ids, logits_to_keep=1)
         as_tuple = model(ids, return_dict=False, use_cache=False)
-    assert torch.equal(last.logits, full.logits[:, -1:])
+    # the head's matmul over 1 row vs 7 rows may round differently
+    torch.testing.assert_close(last.logits, full.logits[:, -1:], rtol=1e-5, atol=1e-6)
     assert len(full.hidden_states) == 3
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], full.logits)
 
