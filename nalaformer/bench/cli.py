@@ -151,6 +151,7 @@ def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: An
     import torch
 
     from nalaformer.bench import report
+    from nalaformer.reporting import markdown_table
 
     command = "nalaformer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "nalaformer bench"
     where = f"{report.metadata(device)['device']}, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -174,17 +175,9 @@ def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: An
         ("language", ("mixer", "seq_len", "batch", "tokens_per_s", "speedup_vs_softmax")),
     ):
         if suite in results:
-            lines += ["", f"## {suite.capitalize()}", "", _table(results[suite], columns)]
+            table = markdown_table(columns, [[row.get(c, "") for c in columns] for row in results[suite]])
+            lines += ["", f"## {suite.capitalize()}", "", table]
     return "\n".join(lines) + "\n"
-
-
-def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    def cell(value: Any) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _write_suite(
@@ -197,14 +190,19 @@ def _write_suite(
     _log(f"wrote {report.write_csv(rows, report.result_path(out, suite, device, 'csv', threads), extra)}")
     title = f"{extra['device']}, {extra['threads']} threads, torch {extra['torch']}"
     path = report.result_path(out, suite, device, "png", threads)
-    if suite == "operators":
-        written = report.plot_operators(rows, path, title)
-    elif suite == "decoding":
-        written = report.plot_series(rows, "context", "per_token_ms", "mixer", path, f"decoding latency ({title})")
-    elif suite == "vision":
-        series = [dict(row, series=f"{row['layout']} {row['pass']}") for row in rows]
-        written = report.plot_series(series, "size", "images_per_s", "series", path, f"NaLaFormer images/s ({title})")
-    else:
+    try:
+        if suite == "operators":
+            written = report.plot_operators(rows, path, title)
+        elif suite == "decoding":
+            written = report.plot_series(rows, "context", "per_token_ms", "mixer", path, f"decoding latency ({title})")
+        elif suite == "vision":
+            series = [dict(row, series=f"{row['layout']} {row['pass']}") for row in rows]
+            label = f"NaLaFormer images/s ({title})"
+            written = report.plot_series(series, "size", "images_per_s", "series", path, label)
+        else:
+            written = None
+    except ImportError as error:  # the CSV above carries every number; the figure is optional
+        _log(f"no {suite} figure: {error}")
         written = None
     if written is not None:
         _log(f"wrote {written}")

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from nalaformer.reporting import load_pyplot, markdown_table
+
 
 def _cpu_model() -> str:
     try:
@@ -172,11 +174,11 @@ def evaluate_targets(
 
 def targets_markdown(targets: Sequence[Target]) -> str:
     """A Markdown table of the targets: goal, measured, met / missed."""
-    lines = ["| target | goal | measured | |", "|---|---|---|---|"]
+    rows = []
     for target in targets:
         verdict = "not measured" if target.met is None else ("met" if target.met else "**missed**")
-        lines.append(f"| {target.name} | {target.goal} | {target.measured_text()} | {verdict} |")
-    return "\n".join(lines)
+        rows.append([target.name, target.goal, target.measured_text(), verdict])
+    return markdown_table(["target", "goal", "measured", ""], rows)
 
 
 def operators_markdown(rows: Sequence[dict[str, Any]], pass_name: str = "fwd+bwd") -> str:
@@ -188,9 +190,7 @@ def operators_markdown(rows: Sequence[dict[str, Any]], pass_name: str = "fwd+bwd
             continue
         lengths = sorted({r["seq_len"] for r in selected})
         methods = list(dict.fromkeys(r["method"] for r in selected))
-        header = "| method | " + " | ".join(f"T={t}" for t in lengths) + " |"
-        lines = [f"{'causal' if causal else 'non-causal'}, {pass_name}: ms (speed-up over SDPA)", "", header]
-        lines.append("|---|" + "---|" * len(lengths))
+        table = []
         for method in methods:
             cells = []
             for seq_len in lengths:
@@ -201,20 +201,15 @@ def operators_markdown(rows: Sequence[dict[str, Any]], pass_name: str = "fwd+bwd
                     cells.append(f"{row['median_ms']:.3g}")
                 else:
                     cells.append(f"{row['median_ms']:.3g} ({row['speedup_vs_sdpa']:.2g}x)")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines))
+            table.append([method, *cells])
+        caption = f"{'causal' if causal else 'non-causal'}, {pass_name}: ms (speed-up over SDPA)"
+        blocks.append(caption + "\n\n" + markdown_table(["method", *(f"T={t}" for t in lengths)], table))
     return "\n\n".join(blocks)
 
 
 def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "") -> Path | None:
     """Time (fwd+bwd), speed-up over SDPA and peak memory per token against ``T``, one row of panels per mode."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    plt = load_pyplot()
     modes = [causal for causal in (False, True) if any(r["causal"] == causal for r in rows)]
     # one colour per method in every panel
     colours = {method: f"C{index % 10}" for index, method in enumerate(dict.fromkeys(r["method"] for r in rows))}
@@ -257,13 +252,7 @@ def plot_series(
     rows: Sequence[dict[str, Any]], x: str, y: str, group: str, path: Path | str, title: str, log_x: bool = True
 ) -> Path | None:
     """One line per ``group`` value of ``y`` against ``x`` (decoding latency, model throughput)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    plt = load_pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name in dict.fromkeys(r[group] for r in rows):
         points = sorted((r[x], r[y]) for r in rows if r[group] == name and not math.isnan(r[y]))

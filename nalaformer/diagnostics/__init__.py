@@ -36,7 +36,8 @@ from nalaformer.diagnostics.entropy import (
     spearman,
 )
 from nalaformer.diagnostics.report import diagnose, format_report_table
-from nalaformer.diagnostics.summary import is_norm_aware, summarise, temperature_sweep, to_json, write_json
+from nalaformer.diagnostics.summary import is_norm_aware, summarise, temperature_sweep
+from nalaformer.reporting import to_json, write_json
 
 __all__ = [
     "CONTROLLED_METHODS",

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the diagnostics and print the summary table."""
     from nalaformer.diagnostics.controlled import controlled_entropy_study, format_controlled_table
     from nalaformer.diagnostics.report import diagnose, format_report_table
-    from nalaformer.diagnostics.summary import write_json
+    from nalaformer.reporting import write_json
 
     for name in ("batch_size", "max_queries"):
         if getattr(args, name) <= 0:

@@ -20,21 +20,11 @@ import numpy as np
 
 from nalaformer.diagnostics.analysis import LayerAnalysis
 from nalaformer.diagnostics.entropy import pearson
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("nalaformer.diagnostics plots need matplotlib: pip install 'nalaformer[plot]'") from error
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from nalaformer.reporting import load_pyplot
 
 
 def _save(figure, path: str | Path) -> Path:
-    plt = _pyplot()
+    plt = load_pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
@@ -50,7 +40,7 @@ def plot_controlled_study(study: dict[str, Any], path: str | Path) -> Path:
         study (dict): the result of :func:`~nalaformer.diagnostics.controlled_entropy_study`.
         path (str | Path): the PNG to write.
     """
-    plt = _pyplot()
+    plt = load_pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     scales = np.asarray(study["scales"])
     for curve in study["methods"].values():
@@ -111,7 +101,7 @@ def plot_entropy_vs_norm(
     panels = _panels(analyses, max_panels)
     if not panels:
         raise ValueError("analyses is empty: nothing to plot")
-    plt = _pyplot()
+    plt = load_pyplot()
     columns = min(4, len(panels))
     rows_per_norm = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(
@@ -152,7 +142,7 @@ def plot_exponent_histogram(sweep: dict[str, Any], path: str | Path) -> Path:
     """
     if not sweep["layers"]:
         raise ValueError("the sweep holds no NaLa layer: nothing to plot")
-    plt = _pyplot()
+    plt = load_pyplot()
     temperatures = sweep["temperatures"]
     figure, axes = plt.subplots(1, len(temperatures), figsize=(3.8 * len(temperatures), 3.4), squeeze=False)
     lam, tau = sweep["layers"][0]["lam"], sweep["layers"][0]["tau"]
@@ -181,7 +171,7 @@ def plot_top_pair_products(layer: LayerAnalysis, path: str | Path, *, unit: int 
     if not 0 <= unit < len(layer.units):
         raise ValueError(f"unit must be in [0, {len(layer.units)}), got {unit}")
     products = layer.top_pair_products[unit]
-    plt = _pyplot()
+    plt = load_pyplot()
     figure, axes = plt.subplots(1, len(products), figsize=(3.6 * len(products), 3.0), squeeze=False)
     for index, row in enumerate(products):
         axis = axes[0, index]
@@ -205,7 +195,7 @@ def plot_same_sign_fraction(analyses: Sequence[LayerAnalysis], path: str | Path)
     """
     if not analyses:
         raise ValueError("analyses is empty: nothing to plot")
-    plt = _pyplot()
+    plt = load_pyplot()
     figure, axis = plt.subplots(figsize=(max(5.0, 0.7 * len(analyses) + 2), 3.6))
     data = [layer.values["same_sign_fraction"].ravel() for layer in analyses]
     axis.boxplot(data, showfliers=False)

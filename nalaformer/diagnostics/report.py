@@ -18,7 +18,8 @@ from torch import nn
 from nalaformer.diagnostics.analysis import analyse_attention
 from nalaformer.diagnostics.capture import capture_attention
 from nalaformer.diagnostics.controlled import controlled_entropy_study, format_controlled_table
-from nalaformer.diagnostics.summary import summarise, temperature_sweep, write_json
+from nalaformer.diagnostics.summary import summarise, temperature_sweep
+from nalaformer.reporting import write_json
 
 
 def diagnose(

@@ -1,4 +1,4 @@
-"""Per-head summaries of the per-query statistics, the norm-temperature sweep, and JSON output.
+"""Per-head summaries of the per-query statistics and the norm-temperature sweep.
 
 Per head (unit): Pearson and Spearman correlation of the row entropy with ``||q||`` and with the norm of the
 top-weighted key (the paper's Fig. 1), the mean fraction of same-sign dimensions in each row's top (q, k) pair
@@ -9,10 +9,8 @@ top-weighted key (the paper's Fig. 1), the mean fraction of same-sign dimensions
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,20 @@ from nalaformer.diagnostics.analysis import LayerAnalysis, analyse_attention
 from nalaformer.diagnostics.capture import CapturedAttention
 from nalaformer.diagnostics.entropy import pearson, spearman
 from nalaformer.layers import LinearAttention, NaLaFeatureMap
+
+# the per-head statistics averaged into each layer's ``mean_<name>`` (a head may lack some: no exponent in softmax)
+LAYER_STATISTICS = (
+    "entropy_mean",
+    "max_entropy_mean",
+    "q_norm_mean",
+    "pearson_entropy_q_norm",
+    "spearman_entropy_q_norm",
+    "pearson_entropy_k_norm",
+    "same_sign_fraction_mean",
+    "exponent_mean",
+    "exponent_saturated_fraction",
+    "rope_negative_fraction",
+)
 
 
 def _finite_stat(values: np.ndarray, fn) -> float:
@@ -74,7 +86,7 @@ def _mean_of(heads: list[dict[str, Any]], key: str) -> float:
 
 
 def summarise(analyses: Sequence[LayerAnalysis], *, saturation: float = 0.95) -> dict[str, Any]:
-    """Per-layer, per-head summary of :func:`analyse_attention` results (JSON-serialisable after :func:`to_json`).
+    """Per-layer, per-head summary of :func:`analyse_attention` results (JSON-ready after ``reporting.to_json``).
 
     Args:
         analyses (Sequence[LayerAnalysis]): one per captured block call.
@@ -100,18 +112,7 @@ def summarise(analyses: Sequence[LayerAnalysis], *, saturation: float = 0.95) ->
             "nala": dict(layer.nala),
             "heads": heads,
         }
-        for key in (
-            "entropy_mean",
-            "max_entropy_mean",
-            "q_norm_mean",
-            "pearson_entropy_q_norm",
-            "spearman_entropy_q_norm",
-            "pearson_entropy_k_norm",
-            "same_sign_fraction_mean",
-            "exponent_mean",
-            "exponent_saturated_fraction",
-            "rope_negative_fraction",
-        ):
+        for key in LAYER_STATISTICS:
             if any(key in h for h in heads):
                 entry[f"mean_{key}"] = _mean_of(heads, key)
         entry["zero_rows"] = int(sum(h["zero_rows"] for h in heads))
@@ -190,26 +191,3 @@ def temperature_sweep(
             }
         )
     return {"temperatures": [float(t) for t in temperatures], "saturation": saturation, "layers": layers}
-
-
-def to_json(value: Any) -> Any:
-    """Replace non-finite floats by None and numpy scalars / arrays by Python values, recursively."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, np.generic):
-        return to_json(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(value: Any, path: str | Path) -> Path:
-    """Write ``value`` as strict JSON (NaN / inf become null), creating parent folders; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(value), indent=2, allow_nan=False) + "\n")
-    return path

@@ -7,7 +7,6 @@ a job interrupted mid-training resumes from its own checkpoints (``runs/<task>/<
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from nalaformer.reporting import read_json, write_json  # noqa: F401 (read_json: re-exported for existing callers)
 from nalaformer.reproduce.plan import TaskPlan
 from nalaformer.train import latest_valid_checkpoint
 from nalaformer.train.recipes import image as image_recipe
@@ -31,19 +31,8 @@ def run_dir(out_dir: Path, task: str, mixer: str, seed: int) -> Path:
     return Path(out_dir) / "runs" / task / f"{mixer}-seed{seed}"
 
 
-def read_json(path: Path) -> Any:
-    """The JSON document at ``path``, or ``None`` when the file does not exist (a job or section not run yet)."""
-    return json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
-
-
-def write_json_atomic(payload: Any, path: Path) -> None:
-    """Write strict JSON (NaN -> null) through a temporary file and a rename: a result file is whole or absent."""
-    from nalaformer.diagnostics import to_json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(to_json(payload), indent=1, allow_nan=False), encoding="utf-8")
-    os.replace(temporary, path)
+# the earlier name of the package's one JSON writer (whole file or none; NaN -> null), kept for existing callers
+write_json_atomic = write_json
 
 
 def recipe_config(task: TaskPlan, mixer: str, seed: int, directory: Path) -> Any:
@@ -143,5 +132,5 @@ def run_job(task: TaskPlan, mixer: str, seed: int, out_dir: str | Path, diagnost
         "resumed": config.train.resume is not None,
         "spikiness": spikiness,
     }
-    write_json_atomic(record, result_path(out_dir, task.name, mixer, seed))
+    write_json(record, result_path(out_dir, task.name, mixer, seed))
     return record

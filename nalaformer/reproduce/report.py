@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from nalaformer.reporting import load_pyplot, markdown_table
 from nalaformer.reproduce.jobs import run_dir
 from nalaformer.reproduce.results import collect_results, fmt
 
@@ -16,9 +17,7 @@ SCATTER_MIXERS = ("softmax", "elu", "sign_split_power", "nala")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
+    return [markdown_table(header, rows), ""]
 
 
 def _pm(entry: dict[str, Any]) -> str:
@@ -26,15 +25,6 @@ def _pm(entry: dict[str, Any]) -> str:
     if entry["std"] is not None:
         text += f" ± {fmt(entry['std'])}"
     return f"{text} (n={entry['n']})"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _first_layer_points(out_dir: Path, task: str, mixer: str, seed: int) -> dict[str, np.ndarray] | None:
@@ -60,7 +50,7 @@ def _figure_scatter(out_dir: Path, results: dict[str, Any], seed: int) -> str | 
                     panels.append((task, mixer, points))
     if not panels:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     columns = min(4, len(panels))
     rows = (len(panels) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
@@ -91,7 +81,7 @@ def _figure_exponents(out_dir: Path, results: dict[str, Any], seed: int) -> str 
                 series.append((task, points["exponent"].ravel()))
     if not series:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for task, exponent in series:
         axis.hist(exponent[np.isfinite(exponent)], bins=40, range=(1.5, 4.5), alpha=0.6, label=task)
@@ -111,7 +101,7 @@ def _figure_accuracy(out_dir: Path, results: dict[str, Any]) -> str | None:
     tasks = [(name, entry) for name, entry in results["tasks"].items() if entry["mixers"]]
     if not tasks:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.8), squeeze=False)
     for axis, (name, entry) in zip(axes[0], tasks):
         mixers = list(entry["mixers"])
@@ -138,7 +128,7 @@ def _figure_curves(out_dir: Path, results: dict[str, Any]) -> str | None:
     ]
     if not tasks:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.8), squeeze=False)
     for axis, (name, entry) in zip(axes[0], tasks):
         for mixer, stats in entry["mixers"].items():
@@ -173,7 +163,7 @@ def _figure_efficiency(out_dir: Path, results: dict[str, Any]) -> str | None:
     efficiency = results.get("efficiency")
     if not efficiency or not efficiency.get("rows"):
         return None
-    plt = _plt()
+    plt = load_pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     by_name: dict[str, list[tuple[int, float]]] = {}
     for row in efficiency["rows"]:
@@ -417,7 +407,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
         }
     except ImportError as error:  # matplotlib is optional: the tables still carry every number
         figures = {}
-        print(f"figures skipped ({error}); install the plot extra: pip install 'nalaformer[plot]'")
+        print(f"figures skipped: {error}")
     environment = results.get("environment", {})
     lines = [
         f"# NaLa reproduction study ({results['mode']} mode)",

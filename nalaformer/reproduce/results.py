@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from nalaformer.diagnostics.summary import LAYER_STATISTICS
+from nalaformer.reporting import read_json, write_json
 from nalaformer.reproduce import paper
-from nalaformer.reproduce.jobs import read_json, result_path, run_dir, write_json_atomic
+from nalaformer.reproduce.jobs import result_path, run_dir
 from nalaformer.reproduce.plan import ABLATION_PATH, StudyPlan
 
 CONTROLLED_SCALES = (0.25, 1.0, 4.0, 16.0)
@@ -70,20 +72,11 @@ def _layer_means(summary: dict[str, Any], key: str) -> list[float]:
 
 def _spikiness(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Trained-model statistics averaged over layers, heads and seeds."""
-    keys = (
-        "pearson_entropy_q_norm",
-        "spearman_entropy_q_norm",
-        "pearson_entropy_k_norm",
-        "same_sign_fraction_mean",
-        "exponent_mean",
-        "exponent_saturated_fraction",
-        "q_norm_mean",
-    )
     summaries = [r["spikiness"]["summary"] for r in runs if r.get("spikiness") and "summary" in r["spikiness"]]
     if not summaries:
         return {"analysed": False}
     out: dict[str, Any] = {"analysed": True}
-    for key in keys:
+    for key in LAYER_STATISTICS:
         values = [v for s in summaries for v in _layer_means(s, key)]
         out[key] = _mean(values)
     sweeps = [r["spikiness"].get("temperature_sweep") for r in runs if r.get("spikiness")]
@@ -188,7 +181,7 @@ def collect_results(out_dir: str | Path, plan: StudyPlan, failures: list[dict[st
         "missing_runs": missing,
     }
     results["claims"] = assess_claims(results)
-    write_json_atomic(results, out_dir / "results.json")
+    write_json(results, out_dir / "results.json")
     return results
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nalaformer.reproduce.jobs import read_json, write_json_atomic
+from nalaformer.reporting import read_json, write_json
 from nalaformer.reproduce.plan import StudyPlan
 
 
@@ -17,7 +17,7 @@ def _cached(out_dir: Path, name: str, compute: Callable[[], dict[str, Any]]) -> 
     if cached is not None:
         return cached
     result = compute()
-    write_json_atomic(result, path)
+    write_json(result, path)
     return result
 
 

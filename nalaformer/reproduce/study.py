@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from nalaformer.reproduce.jobs import result_path, run_job, write_json_atomic
+from nalaformer.reporting import write_json
+from nalaformer.reproduce.jobs import result_path, run_job
 from nalaformer.reproduce.plan import StudyPlan, study_plan
 
 
@@ -148,7 +149,7 @@ def run_study(
                 f"{previous.get('mode')} or choose another --out folder"
             )
     else:
-        write_json_atomic({"mode": mode, "plan": dataclasses.asdict(plan), "environment": environment()}, study_file)
+        write_json({"mode": mode, "plan": dataclasses.asdict(plan), "environment": environment()}, study_file)
 
     start = time.perf_counter()
     failures: list[dict[str, Any]] = []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nalaformer.reporting import json_line, to_json
 
 
 def as_float(value: float | int | torch.Tensor) -> float:
@@ -47,13 +48,6 @@ class WeightedMeans:
         self.weights.clear()
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        # JSON has no NaN / inf; keep them readable as strings.
-        return str(value)
-    return value
-
-
 class MetricsLog:
     """Append-only ``metrics.jsonl`` of a run folder; ``None`` path keeps records in memory only.
 
@@ -66,19 +60,19 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record (a flat mapping of JSON-ready values)."""
-        record = {key: _json_ready(value) for key, value in record.items()}
+        """Append one record (a flat mapping of JSON-ready values; NaN / inf are written as null)."""
+        record = to_json(dict(record))
         self.records.append(record)
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(json_line(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Drop records of steps after ``step`` (written by an interrupted run that is being resumed from ``step``)."""
         if self.path is None or not self.path.exists():
             return
         kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+        self.path.write_text("".join(json_line(record) + "\n" for record in kept), encoding="utf-8")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
