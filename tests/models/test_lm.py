@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCac
 from nalaformer.layers import list_attentions
 from nalaformer.models.lm import PRESETS, NaLaCache, NaLaConfig, NaLaForCausalLM, NaLaModel
 from nalaformer.models.lm.compat import check_transformers_version
-from tests.assertions import assert_close
+from tests.assertions import assert_close, assert_equal_up_to_rounding
 
 VOCAB = 96
 
@@ -204,8 +204,8 @@ def test_logits_to_keep_hidden_states_and_tuple_output():
         full = model(ids, output_hidden_states=True)
         last = model(ids, logits_to_keep=1)
         as_tuple = model(ids, return_dict=False, use_cache=False)
-    # the head's matmul over 1 row vs 7 rows may round differently
-    torch.testing.assert_close(last.logits, full.logits[:, -1:], rtol=1e-5, atol=1e-6)
+    # full sequence vs one position: matmuls of different shapes, whose rounding depends on the CPU's BLAS
+    assert_equal_up_to_rounding("last logits", full.logits[:, -1:], last.logits)
     assert len(full.hidden_states) == 3
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], full.logits)
 
