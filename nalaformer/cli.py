@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
+    except KeyboardInterrupt as error:
+        # Ctrl-C: one line saying where it stopped (the training engine names the checkpoint to resume from)
+        print(f"nalaformer {args.command}: {error or 'interrupted'}", file=sys.stderr)
+        return 130
     except USER_ERRORS as error:
         if args.debug:
             raise

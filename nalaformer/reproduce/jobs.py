@@ -48,7 +48,11 @@ def recipe_config(task: TaskPlan, mixer: str, seed: int, directory: Path) -> Any
     train.progress = False
     train.cpu_threads = torch.get_num_threads()
     train.run_dir = str(directory)
-    train.resume = "auto" if latest_valid_checkpoint(directory) is not None else None
+    # an interrupted job continues from its newest valid checkpoint; one cut before its first checkpoint (or with
+    # none valid) has nothing worth keeping and starts over in the same folder
+    resumable = latest_valid_checkpoint(Path(directory) / "checkpoints") is not None
+    train.resume = "auto" if resumable else None
+    train.overwrite = not resumable
     if task.name == "image":
         train.eval_batches = 0
         for key, value in task.data.items():

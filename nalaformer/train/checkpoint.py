@@ -6,10 +6,12 @@ A checkpoint is a folder ``<run>/checkpoints/step_00000100/`` holding
 - ``ema.safetensors``: the EMA weights, when EMA is on (same names as the model),
 - ``state.pt``: optimizer, scheduler, step, data position and RNG states (plain tensors and containers, loaded with
   ``weights_only=True``),
-- ``manifest.json``: size and SHA-256 of every other file, written last.
+- ``manifest.json``: size and SHA-256 of every other file and the time it was written, written last.
 
 The folder is assembled under a temporary name and renamed into place (``os.replace``), so a crash never leaves a
-half-written ``step_*`` folder; the manifest catches files truncated or damaged afterwards.
+half-written ``step_*`` folder; the manifest catches files truncated or damaged afterwards. "Newest" means the most
+recently written (not the highest step): a run resumed from an older checkpoint continues its own line, and rotation
+never deletes what the current run just wrote.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -79,6 +82,17 @@ def checkpoint_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{step:08d}"
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """Optimizer steps behind the checkpoint folder ``path`` (``step_00000100`` -> 100)."""
+    name = Path(path).name
+    suffix = name[len(CHECKPOINT_PREFIX) :]
+    if not (name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit()):
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint folder (expected a name like {checkpoint_name(100)!r})"
+        )
+    return int(suffix)
+
+
 def list_checkpoints(directory: str | Path) -> list[Path]:
     """Checkpoint folders under ``directory``, oldest step first (temporary folders are ignored)."""
     directory = Path(directory)
@@ -90,6 +104,24 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
         if path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit():
             found.append((int(suffix), path))
     return [path for _, path in sorted(found)]
+
+
+def _written_at(path: Path) -> int:
+    """When the checkpoint was written (ns): its manifest's record, else the manifest's (or folder's) mtime."""
+    manifest = path / "manifest.json"
+    try:
+        return int(json.loads(manifest.read_text(encoding="utf-8"))["written_ns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return manifest.stat().st_mtime_ns
+    except OSError:
+        return path.stat().st_mtime_ns
+
+
+def checkpoints_by_write_order(directory: str | Path) -> list[Path]:
+    """Checkpoint folders under ``directory``, oldest written first (ties: lower step first)."""
+    return sorted(list_checkpoints(directory), key=lambda path: (_written_at(path), checkpoint_step(path)))
 
 
 def save_checkpoint(
@@ -109,7 +141,7 @@ def save_checkpoint(
         model: the model (unwrapped); its ``state_dict`` goes to ``model.safetensors``.
         state: everything else, as plain tensors / numbers / strings / containers (``torch.save``'d).
         ema: the EMA copy of the model (``AveragedModel.module``), or ``None``.
-        keep: number of newest checkpoints to keep (older ones are deleted); default ``None`` keeps all.
+        keep: number of most recently written checkpoints to keep (the others are deleted); default ``None`` keeps all.
 
     Returns:
         The checkpoint folder.
@@ -131,7 +163,9 @@ def save_checkpoint(
             _fsync(path)
             files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         manifest = temporary / "manifest.json"
-        manifest.write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+        manifest.write_text(
+            json.dumps({"step": step, "written_ns": time.time_ns(), "files": files}, indent=1), encoding="utf-8"
+        )
         _fsync(manifest)
         if final.exists():
             # Re-saving a step (e.g. after resuming from it): move the old folder aside before the rename.
@@ -145,7 +179,7 @@ def save_checkpoint(
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     if keep is not None:
-        for old in list_checkpoints(directory)[:-keep]:
+        for old in checkpoints_by_write_order(directory)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -216,11 +250,11 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def latest_valid_checkpoint(directory: str | Path) -> Path | None:
-    """The newest checkpoint under ``directory`` that passes :func:`verify_checkpoint`, or ``None``.
+    """The most recently written checkpoint under ``directory`` that passes :func:`verify_checkpoint`, or ``None``.
 
     A newer checkpoint that fails verification is skipped with a ``RuntimeWarning`` naming the bad file.
     """
-    for path in reversed(list_checkpoints(directory)):
+    for path in reversed(checkpoints_by_write_order(directory)):
         try:
             verify_checkpoint(path)
         except CheckpointError as error:

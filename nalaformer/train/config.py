@@ -130,9 +130,19 @@ class TrainConfig:
         "there is none); or name a checkpoint folder or run folder",
         const="auto",
     )
+    overwrite: bool = option(False, "replace what run_dir holds (without it, a non-empty run_dir needs --resume)")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.warmup_steps > self.steps:
+            raise ValueError(
+                f"TrainConfig.warmup_steps={self.warmup_steps} must be at most steps={self.steps} "
+                f"(pass --warmup-steps N with N <= {self.steps})"
+            )
+        if self.overwrite and self.resume is not None:
+            raise ValueError(
+                f"TrainConfig.overwrite=True and resume={self.resume!r} exclude each other: resume a run or replace it"
+            )
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}"

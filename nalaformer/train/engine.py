@@ -33,8 +33,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from nalaformer.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     latest_valid_checkpoint,
+    list_checkpoints,
     load_state,
     load_weights,
     resolve_checkpoint,
@@ -51,6 +53,7 @@ from nalaformer.train.distributed import (
 )
 from nalaformer.train.metrics import MetricsLog, WeightedMeans, as_float, format_metrics
 from nalaformer.train.optim import WarmupCosine, build_ema, build_optimizer, build_scheduler
+from nalaformer.train.run_folder import claim_run_dir
 from nalaformer.train.sampling import DataPosition, GlobalBatchSampler, evaluation_batches
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, Any]]]
@@ -63,6 +66,20 @@ class NonFiniteLossError(FloatingPointError):
     Attributes:
         step: the 1-based optimizer step that failed (the weights are those after ``step - 1`` steps).
         checkpoint: the last good checkpoint folder, or ``None`` when none was written.
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); the message says where it stopped and what to resume from.
+
+    Attributes:
+        step: optimizer steps completed.
+        checkpoint: the newest checkpoint written (complete: checkpoints are written atomically), or ``None``.
     """
 
     def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
@@ -227,8 +244,13 @@ def train(
         A :class:`TrainResult`. Raises :class:`NonFiniteLossError` on a NaN / inf loss unless
         ``config.skip_nonfinite``.
     """
-    run = _TrainingRun(model, train_data, loss_fn, config or TrainConfig(), val_data, eval_fn, collate_fn, run_config)
-    return run.run()
+    config = config or TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
+    context = setup_distributed(config.device)
+    with claim_run_dir(config.run_dir, resume=config.resume, overwrite=config.overwrite, context=context):
+        run = _TrainingRun(model, train_data, loss_fn, config, val_data, eval_fn, collate_fn, run_config)
+        return run.run()
 
 
 class _TrainingRun:
@@ -287,14 +309,25 @@ class _TrainingRun:
         target = self.config.resume
         if target is None:
             return None
+        found, error = None, None
         if self.context.is_main:
-            if target == "auto":
-                found = latest_valid_checkpoint(self.checkpoint_dir)
-            else:
-                found = resolve_checkpoint(target)
-        else:
-            found = None
-        return broadcast_object(found, self.context)
+            try:
+                if target != "auto":
+                    found = resolve_checkpoint(target)
+                else:
+                    found = latest_valid_checkpoint(self.checkpoint_dir)
+                    if found is None and list_checkpoints(self.checkpoint_dir):
+                        raise CheckpointError(
+                            f"--resume: no checkpoint under {str(self.checkpoint_dir)!r} is valid (each is incomplete "
+                            f"or corrupt, see the warnings), so there is nothing to resume and the run's history is "
+                            f"left as it is; pass --overwrite instead of --resume to start the run afresh"
+                        )
+            except CheckpointError as caught:
+                error = caught
+        found, error = broadcast_object((found, error), self.context)
+        if error is not None:
+            raise error
+        return found
 
     def _load(self, path: Path) -> None:
         config, context = self.config, self.context
@@ -393,6 +426,14 @@ class _TrainingRun:
                     (config.checkpoint_every and self.step % config.checkpoint_every == 0) or done
                 ):
                     self._save()
+        except KeyboardInterrupt:
+            where = (
+                f"the newest checkpoint, {str(self.last_checkpoint)!r}, is complete (continue with --resume)"
+                if self.last_checkpoint is not None
+                else "no checkpoint had been written yet"
+            )
+            message = f"interrupted during step {self.step + 1} of {config.steps}; {where}"
+            raise TrainingInterrupted(message, self.step, self.last_checkpoint) from None
         finally:
             if bar is not None:
                 bar.close()

@@ -114,7 +114,8 @@ def test_train_lm_with_the_nala_causal_lm(tmp_path, capsys):
 )
 def test_user_errors_print_one_line_and_exit_1(tmp_path, capsys, argv, message):
     run_dir = tmp_path / "never"
-    assert main(["train", "image", "--steps", "1", *argv, "--run-dir", str(run_dir), "--no-progress"]) == 1
+    argv = ["train", "image", "--steps", "1", "--warmup-steps", "0", *argv]
+    assert main([*argv, "--run-dir", str(run_dir), "--no-progress"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("nalaformer train: error:") and message in error
     assert not (run_dir / "checkpoints").exists()

@@ -55,10 +55,10 @@ def _parse(argv: list[str]):
 
 def test_command_line_overrides_only_the_given_fields():
     config = _parse(
-        ["--steps", "7", "--lr", "3e-4", "--model.mixer", "nala", "--no-data.augment", "--resume", "--run-dir", "r"]
+        ["--steps", "70", "--lr", "3e-4", "--model.mixer", "nala", "--no-data.augment", "--resume", "--run-dir", "r"]
     )
     default = image.default_config()
-    assert (config.train.steps, config.train.lr, config.train.resume) == (7, 3e-4, "auto")
+    assert (config.train.steps, config.train.lr, config.train.resume) == (70, 3e-4, "auto")
     assert config.model.mixer == "nala" and config.data.augment is False
     assert config.train.batch_size == default.train.batch_size and config.data.name == default.data.name
 
@@ -72,7 +72,7 @@ def test_command_line_values_are_validated_before_training():
 
 def test_dict_round_trip_and_unknown_keys():
     config = lm.default_config()
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=5))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=50))
     data = json.loads(json.dumps(to_dict(config)))
     assert from_dict(lm.LMRecipeConfig, data) == config
     with pytest.raises(ValueError, match=r"unknown fields \['stepz'\]"):

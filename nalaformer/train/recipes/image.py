@@ -22,9 +22,10 @@ from torch import nn
 from nalaformer.data.images import IMAGE_DATASETS, ImageDatasets, build_image_datasets
 from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
 from nalaformer.train.config import TrainConfig, check_fields, from_dict, option, to_dict
-from nalaformer.train.distributed import resolve_device
+from nalaformer.train.distributed import resolve_device, setup_distributed
 from nalaformer.train.engine import TrainResult, evaluate, seed_everything, train
 from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
+from nalaformer.train.run_folder import claim_run_dir
 
 NAME = "image"
 
@@ -126,6 +127,17 @@ def classification_eval(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
 
 def run(config: ImageRecipeConfig) -> TrainResult:
     """Train the image classifier of ``config``; see :func:`nalaformer.train.train` for the result."""
+    # the run folder is claimed (writable, not in use, not another run) before any data is read
+    with claim_run_dir(
+        config.train.run_dir,
+        resume=config.train.resume,
+        overwrite=config.train.overwrite,
+        context=setup_distributed(config.train.device),
+    ):
+        return _run(config)
+
+
+def _run(config: ImageRecipeConfig) -> TrainResult:
     seed_everything(config.train.seed)
     datasets = build_datasets(config)
     model = build_model(config.model, in_chans=datasets.channels, num_classes=datasets.num_classes)

@@ -30,6 +30,7 @@ from nalaformer.train.config import TrainConfig, check_fields, from_dict, option
 from nalaformer.train.distributed import resolve_device, setup_distributed
 from nalaformer.train.engine import TrainResult, evaluate, seed_everything, train
 from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
+from nalaformer.train.run_folder import claim_run_dir
 
 NAME = "lm"
 TOKENIZER_FOLDER = "tokenizer"
@@ -196,6 +197,14 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple
 def run(config: LMRecipeConfig) -> TrainResult:
     """Train the language model of ``config``; the tokenizer is saved in ``<run_dir>/tokenizer``."""
     context = setup_distributed(config.train.device)
+    # the run folder is claimed (writable, not in use, not another run) before any data is read
+    with claim_run_dir(
+        config.train.run_dir, resume=config.train.resume, overwrite=config.train.overwrite, context=context
+    ):
+        return _run(config, context)
+
+
+def _run(config: LMRecipeConfig, context) -> TrainResult:
     seed_everything(config.train.seed)
     datasets = build_datasets(config)
     if datasets.tokenizer is not None and config.train.run_dir is not None and context.is_main:
