@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -252,16 +253,8 @@ def analyse_attention(
         valid = torch.ones(seq_len, dtype=torch.bool) if record.attention_mask is None else record.attention_mask[b]
         rows = _query_subset(valid, max_queries, generator)
         view = attention_rows(record, b, rows, temperature=temperature)
-        if is_softmax:
-            entropy = softmax_entropy(view.scores, mask=view.allowed[None])
-        else:
-            kernel = view.scores
-            scale = kernel.abs().amax(dim=-1, keepdim=True)
-            # a kernel that goes negative (beyond rounding) has no entropy; count such rows apart from zero rows
-            negative = (kernel < -1e-9 * scale).any(dim=-1)
-            negative_rows += negative.sum(dim=-1).cpu().numpy()
-            entropy = positive_sequence_entropy(kernel.clamp_min(0.0))
-            entropy = torch.where(negative, torch.full_like(entropy, math.nan), entropy)
+        entropy, negative = _row_entropy(view, is_softmax)
+        negative_rows += negative
         top = view.scores.masked_fill(~view.allowed[None], -math.inf).argmax(dim=-1)
         q, k = record.q[b].double(), record.k[b].double()
         q_norm = q[view.rows].norm(dim=-1).T.repeat_interleave(streams, dim=0)
@@ -288,10 +281,6 @@ def analyse_attention(
     zero = np.isnan(values["entropy"]).sum(axis=1) - negative_rows
     units = [f"h{h}" if streams == 1 else f"h{h}/s{s}" for h in range(num_heads) for s in range(streams)]
     rope_fraction = rope_negative / rope_entries if rope_entries else np.full(len(units), np.nan)
-    nala = {}
-    if isinstance(feature_map, NaLaFeatureMap):
-        nala = {"lam": feature_map.lam, "tau": feature_map.tau, "temperature": feature_map.temperature}
-        nala["power"] = feature_map.power
     return LayerAnalysis(
         name=record.label,
         kind="softmax" if is_softmax else "linear",
@@ -304,8 +293,36 @@ def analyse_attention(
         negative_rows=negative_rows,
         rope_negative_fraction=rope_fraction,
         top_pair_products=examples.numpy(),
-        nala=nala,
+        nala=_nala_settings(feature_map),
     )
+
+
+def _row_entropy(view: AttentionRows, is_softmax: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """Entropy of each row ``[U, Q]`` and, per unit, how many rows have a kernel that goes negative.
+
+    A linear kernel that goes negative (beyond rounding) has no entropy: such rows get NaN and are counted apart from
+    zero rows (which get NaN from the entropy itself).
+    """
+    if is_softmax:
+        return softmax_entropy(view.scores, mask=view.allowed[None]), np.zeros(view.scores.shape[0], dtype=np.int64)
+    kernel = view.scores
+    scale = kernel.abs().amax(dim=-1, keepdim=True)
+    negative = (kernel < -1e-9 * scale).any(dim=-1)
+    entropy = positive_sequence_entropy(kernel.clamp_min(0.0))
+    entropy = torch.where(negative, torch.full_like(entropy, math.nan), entropy)
+    return entropy, negative.sum(dim=-1).cpu().numpy()
+
+
+def _nala_settings(feature_map: FeatureMap | None) -> dict[str, Any]:
+    """NaLa's exponent settings (``lam``, ``tau``, ``temperature``, ``power``); empty for other feature maps."""
+    if not isinstance(feature_map, NaLaFeatureMap):
+        return {}
+    return {
+        "lam": feature_map.lam,
+        "tau": feature_map.tau,
+        "temperature": feature_map.temperature,
+        "power": feature_map.power,
+    }
 
 
 def _method_name(feature_map: FeatureMap) -> str:

@@ -68,6 +68,69 @@ def _saturation_norm(scales: np.ndarray, curve: np.ndarray, tolerance: float) ->
     return None if first >= len(scales) - 1 else float(scales[first])
 
 
+def _checked_scales(scales: Sequence[float]) -> np.ndarray:
+    values = np.asarray([float(s) for s in scales], dtype=np.float64)
+    if values.size < 2 or not (values > 0).all() or not (np.diff(values) > 0).all():
+        raise ValueError(f"scales must be at least two increasing positive norms, got {list(scales)}")
+    return values
+
+
+def _check_arguments(
+    *, dim: int, num_keys: int, trials: int, methods: Sequence[str], temperatures: Sequence[float]
+) -> None:
+    for name, value in (("dim", dim), ("num_keys", num_keys), ("trials", trials)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    unknown = [m for m in methods if m not in CONTROLLED_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown} in methods; known: {list(CONTROLLED_METHODS)}")
+    if not all(t > 0 for t in temperatures):
+        raise ValueError(f"temperatures must be > 0, got {list(temperatures)}")
+
+
+def _nala_temperature(name: str) -> float | None:
+    """The norm temperature of a NaLa curve (1 for ``nala`` and ``nala_cosine``); None for the other methods."""
+    if name not in METHOD_LABELS:
+        return float(name.removeprefix("nala_T"))
+    return 1.0 if name.startswith("nala") else None
+
+
+def _draw(norms: torch.Tensor, dim: int, num_keys: int, key_std: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One trial: queries ``norms * q_hat`` (``[S, d]``) along one random unit direction, keys ``[N, d]``."""
+    generator = torch.Generator().manual_seed(seed)
+    direction = torch.randn(dim, generator=generator, dtype=torch.float64)
+    direction = direction / direction.norm()
+    keys = key_std * torch.randn(num_keys, dim, generator=generator, dtype=torch.float64)
+    return norms * direction, keys
+
+
+def _row_entropies(
+    name: str, queries: torch.Tensor, keys: torch.Tensor, *, lam: float, tau: float, alpha: float, softmax_scale: float
+) -> tuple[torch.Tensor, str | None]:
+    """Entropy of the row of each query for one curve, and the dtype of its features (None for softmax)."""
+    if name == "softmax":
+        return softmax_entropy(softmax_scale * queries @ keys.T), None
+    temperature = _nala_temperature(name)
+    method = "nala" if name not in METHOD_LABELS else name
+    phi_q, phi_k = _feature_pair(method, lam, tau, alpha, 1.0 if temperature is None else temperature)(queries, keys)
+    entropy = positive_sequence_entropy(phi_q.double() @ phi_k.double().T)
+    return entropy, str(phi_q.dtype).removeprefix("torch.")
+
+
+def _curve_summary(per_trial: np.ndarray, scales: np.ndarray, saturation_tolerance: float) -> dict[str, Any]:
+    """The per-trial curves ``[trials, scales]``, their mean and spread, and how and where the mean settles."""
+    mean = per_trial.mean(axis=0)
+    return {
+        "entropy": per_trial.tolist(),
+        "entropy_mean": mean.tolist(),
+        "entropy_std": per_trial.std(axis=0).tolist(),
+        "max_abs_change": float((per_trial.max(axis=1) - per_trial.min(axis=1)).max()),
+        "drop": float(mean[0] - mean[-1]),
+        "monotone_non_increasing": bool((np.diff(per_trial, axis=1) <= 1e-12).all()),
+        "saturation_norm": _saturation_norm(scales, mean, saturation_tolerance),
+    }
+
+
 def controlled_entropy_study(
     *,
     dim: int = 64,
@@ -113,59 +176,29 @@ def controlled_entropy_study(
         curve; None when flat or still changing at the last scale) and, for NaLa curves, ``exponent`` and
         ``temperature``.
     """
-    for name, value in (("dim", dim), ("num_keys", num_keys), ("trials", trials)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    scale_values = np.asarray([float(s) for s in scales], dtype=np.float64)
-    if scale_values.size < 2 or not (scale_values > 0).all() or not (np.diff(scale_values) > 0).all():
-        raise ValueError(f"scales must be at least two increasing positive norms, got {list(scales)}")
-    unknown = [m for m in methods if m not in CONTROLLED_METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown} in methods; known: {list(CONTROLLED_METHODS)}")
-    bad = [t for t in temperatures if not t > 0]
-    if bad:
-        raise ValueError(f"temperatures must be > 0, got {list(temperatures)}")
+    scale_values = _checked_scales(scales)
+    _check_arguments(dim=dim, num_keys=num_keys, trials=trials, methods=methods, temperatures=temperatures)
     if not key_std > 0:
         raise ValueError(f"key_std must be > 0, got {key_std}")
-
     curves: dict[str, dict[str, Any]] = {m: {"label": METHOD_LABELS[m]} for m in methods}
     for temperature in temperatures:
         curves[temperature_method(temperature)] = {"label": f"NaLa (sign split), T = {temperature:g}"}
+    norms = torch.tensor(scale_values, dtype=torch.float64)[:, None]
+    maps = dict(lam=lam, tau=tau, alpha=alpha, softmax_scale=softmax_scale)
     entropies: dict[str, list[list[float]]] = {name: [] for name in curves}
     feature_dtype = None
-    c = torch.tensor(scale_values, dtype=torch.float64)[:, None]
     for trial in range(trials):
-        generator = torch.Generator().manual_seed(seed + trial)
-        direction = torch.randn(dim, generator=generator, dtype=torch.float64)
-        direction = direction / direction.norm()
-        keys = key_std * torch.randn(num_keys, dim, generator=generator, dtype=torch.float64)
-        queries = c * direction
+        queries, keys = _draw(norms, dim, num_keys, key_std, seed + trial)
         for name in curves:
-            if name == "softmax":
-                entropy = softmax_entropy(softmax_scale * queries @ keys.T)
-            else:
-                is_nala_t = name not in METHOD_LABELS
-                method = "nala" if is_nala_t else name
-                temperature = float(name.removeprefix("nala_T")) if is_nala_t else 1.0
-                phi_q, phi_k = _feature_pair(method, lam, tau, alpha, temperature)(queries, keys)
-                feature_dtype = str(phi_q.dtype).removeprefix("torch.")
-                entropy = positive_sequence_entropy(phi_q.double() @ phi_k.double().T)
+            entropy, dtype = _row_entropies(name, queries, keys, **maps)
+            feature_dtype = dtype or feature_dtype
             entropies[name].append(entropy.tolist())
-
     for name, curve in curves.items():
-        per_trial = np.asarray(entropies[name], dtype=np.float64)
-        mean = per_trial.mean(axis=0)
-        curve["entropy"] = per_trial.tolist()
-        curve["entropy_mean"] = mean.tolist()
-        curve["entropy_std"] = per_trial.std(axis=0).tolist()
-        curve["max_abs_change"] = float((per_trial.max(axis=1) - per_trial.min(axis=1)).max())
-        curve["drop"] = float(mean[0] - mean[-1])
-        curve["monotone_non_increasing"] = bool((np.diff(per_trial, axis=1) <= 1e-12).all())
-        curve["saturation_norm"] = _saturation_norm(scale_values, mean, saturation_tolerance)
-        if name.startswith("nala"):
-            temperature = float(name.removeprefix("nala_T")) if name not in METHOD_LABELS else 1.0
+        curve.update(_curve_summary(np.asarray(entropies[name], dtype=np.float64), scale_values, saturation_tolerance))
+        temperature = _nala_temperature(name)
+        if temperature is not None:
             curve["temperature"] = temperature
-            curve["exponent"] = nala_exponent(c[:, 0], lam, tau, temperature).tolist()
+            curve["exponent"] = nala_exponent(norms[:, 0], lam, tau, temperature).tolist()
 
     return {
         "config": {
