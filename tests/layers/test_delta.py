@@ -61,24 +61,6 @@ def test_gradients_reach_every_parameter(name):
         assert parameter.grad.abs().sum() > 0, parameter_name
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_left_padded_prefill_then_decode_equals_unpadded(name):
-    torch.manual_seed(0)
-    mixer = build_attention(name, DIM, HEADS, causal=True)
-    x = tokens(seq_len=12)
-    mask = torch.ones(2, 8, dtype=torch.bool)
-    mask[0, :3] = False
-    prefill, state = mixer(x[:, :8], attention_mask=mask, use_cache=True)
-    outputs = [prefill]
-    for t in range(8, 12):
-        decoded, state = mixer(x[:, t : t + 1], state=state, use_cache=True)
-        outputs.append(decoded)
-    combined = torch.cat(outputs, dim=1)
-    assert_close("row 0", mixer(x[:1, 3:])[0], combined[0, 3:])
-    assert_close("row 1", mixer(x[1:])[0], combined[1])
-    assert torch.equal(state.position, torch.tensor([9, 12]))
-
-
 @pytest.mark.parametrize(
     ("name", "features"),
     [pytest.param("deltanet", HEAD_DIM, id="deltanet"), pytest.param("nala_gated_deltanet", 2 * HEAD_DIM, id="nala")],

@@ -96,7 +96,11 @@ def test_padded_batch_equals_unpadded(name, side):
         assert_close(f"row {row}", mixer(x[row : row + 1, keep])[0], y[row, keep])
 
 
-@pytest.mark.parametrize("name", ["nala", "softmax"])
+# one mixer per kind of decoding state: linear sums, a KV cache, a delta-rule matrix (with and without decay and NaLa)
+DECODING_KINDS = ["nala", "softmax", "deltanet", "gated_deltanet", "nala_deltanet", "nala_gated_deltanet"]
+
+
+@pytest.mark.parametrize("name", DECODING_KINDS)
 def test_left_padded_prefill_then_decode_equals_unpadded(name):
     torch.manual_seed(0)
     mixer = build_attention(name, DIM, HEADS, causal=True)
@@ -109,9 +113,10 @@ def test_left_padded_prefill_then_decode_equals_unpadded(name):
         decoded, state = mixer(x[:, t : t + 1], state=state, use_cache=True)
         outputs.append(decoded)
     combined = torch.cat(outputs, dim=1)
-    reference_row0 = mixer(x[:1, 3:])[0]
-    assert_close("row 0", reference_row0, combined[0, 3:])
+    assert_close("row 0", mixer(x[:1, 3:])[0], combined[0, 3:])
     assert_close("row 1", mixer(x[1:])[0], combined[1])
+    # RoPE positions count real tokens only: 5 + 4 in the left-padded row, 8 + 4 in the other
+    assert torch.equal(state.position, torch.tensor([9, 12]))
 
 
 def test_linear_state_is_fixed_size_and_softmax_cache_grows():

@@ -19,15 +19,6 @@ linear_api = importlib.import_module("nalaformer.ops.linear_attention.api")
 VOCAB = 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and OpenMP threads spin badly on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 MIXERS = {"nala": {}, "softmax": {"mixer": "softmax"}, "hybrid": {"hybrid_every": 2}}
 
 

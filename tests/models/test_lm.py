@@ -23,15 +23,6 @@ from tests.assertions import assert_close, assert_equal_up_to_rounding
 VOCAB = 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and OpenMP threads spin badly on a loaded 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny(**overrides) -> NaLaConfig:
     return NaLaConfig.from_preset("tiny", **overrides)
 
