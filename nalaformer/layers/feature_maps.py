@@ -7,6 +7,8 @@ head evenly across the streams (PolaFormer uses two, every other method one). Le
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from nalaformer.ops import (
     elu_feature_map,
     focused_feature_map,
     hedgehog_feature_map,
+    nala_attention,
     nala_key_map,
     nala_query_map,
     polarity_feature_maps,
@@ -69,6 +72,24 @@ class NaLaFeatureMap(FeatureMap):
         phi_q = nala_query_map(q, self.lam, self.tau, self.temperature, self.eps, self.inhibit, self.alpha, self.power)
         phi_k = nala_key_map(k, self.lam, self.inhibit, self.alpha, self.eps)
         return [(phi_q, phi_k)]
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options: Any) -> Any:
+        """NaLa attention with this map's options: :func:`~nalaformer.ops.nala_attention` (the fast path) on
+        ``q, k, v [B, T, H, D]``; ``options`` are the op's other arguments (``causal``, ``rope``, ``eps``, masks,
+        state, ``chunk_size``)."""
+        return nala_attention(
+            q,
+            k,
+            v,
+            lam=self.lam,
+            tau=self.tau,
+            temperature=self.temperature,
+            inhibit=self.inhibit,
+            alpha=self.alpha,
+            power=self.power,
+            feature_eps=self.eps,
+            **options,
+        )
 
     def extra_repr(self) -> str:
         power = "norm-aware" if self.power is None else self.power

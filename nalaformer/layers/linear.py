@@ -15,7 +15,10 @@ class LinearAttention(AttentionBlock):
     """Normalised linear attention in the shared block; the feature map is the only method-specific part.
 
     RoPE (when on) rotates the features in the numerator only; the denominator uses the un-rotated ones, as the
-    released NaLaFormer code does. Causal mixers carry a ``LinearAttentionState`` per stream for decoding.
+    released NaLaFormer code does. Causal mixers carry a ``LinearAttentionState`` per stream for decoding. NaLa's map
+    runs the fused op :func:`~nalaformer.ops.nala_attention` (features, RoPE and attention a block of tokens at a
+    time; a few small ops per decoding step); the other maps compute their features and call
+    :func:`~nalaformer.ops.linear_attention` (:meth:`attend_streams`).
 
     Args:
         dim (int), num_heads (int): channels and heads.
@@ -57,6 +60,40 @@ class LinearAttention(AttentionBlock):
         state: Any,
         use_cache: bool,
     ) -> tuple[torch.Tensor, Any]:
+        if isinstance(self.feature_map, NaLaFeatureMap):
+            # features, RoPE and attention in one fast op that never holds the features of the whole sequence
+            initial = None if state is None else state[0]
+            result = self.feature_map.attention(
+                q,
+                k,
+                v,
+                causal=self.causal,
+                rope=rope,
+                eps=self.eps,
+                attention_mask=attention_mask,
+                initial_state=initial,
+                output_final_state=use_cache,
+                chunk_size=self.chunk_size,
+            )
+            return (result[0], (result[1],)) if use_cache else (result, None)
+        return self.attend_streams(
+            q, k, v, rope=rope, positions=positions, attention_mask=attention_mask, state=state, use_cache=use_cache
+        )
+
+    def attend_streams(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        state: Any,
+        use_cache: bool,
+    ) -> tuple[torch.Tensor, Any]:
+        """The generic route: the feature map's streams, RoPE on the numerator's features, then
+        :func:`~nalaformer.ops.linear_attention` per stream (every map but NaLa's; NaLa's reference)."""
         streams = self.feature_map(q, k, positions)
         values = v.chunk(len(streams), dim=-1)
         outputs, states = [], []

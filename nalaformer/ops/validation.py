@@ -40,6 +40,13 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, names: tuple[st
         )
     if q.shape[1] == 0:
         raise ValueError(f"the sequence length T must be >= 1, got {nq} of shape {tuple(q.shape)}")
+    # float64 stays float64 and every other float is computed in float32: the two cannot be mixed
+    for name, x in ((nk, k), (nv, v)):
+        if (x.dtype == torch.float64) != (q.dtype == torch.float64):
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but {nq} has {q.dtype}: pass {nq}, {nk}, {nv} all in float64, or all in "
+                "float32 / bfloat16 / float16 (computed in float32)"
+            )
 
 
 def check_same_shape(name: str, x: torch.Tensor | None, ref_name: str, ref: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ from nalaformer.models.lm.compat import CACHE_FIELD
 from tests.assertions import assert_close, assert_greedy_tokens_match
 
 # by module path: `nalaformer.ops.linear_attention` the attribute is the function, the package is shadowed
-linear_api = importlib.import_module("nalaformer.ops.linear_attention.api")
+nala_op = importlib.import_module("nalaformer.ops.nala")
 VOCAB = 96
 
 
@@ -84,7 +84,7 @@ def test_prefill_in_pieces_equals_one_prefill():
 
 
 def test_prefill_uses_the_chunked_form_and_steps_the_recurrent_form(monkeypatch):
-    calls = {"chunk": 0, "recurrent": 0}
+    calls = {"prefill": 0, "step": 0}
 
     def counting(name, function):
         def wrapper(*args, **kwargs):
@@ -93,14 +93,13 @@ def test_prefill_uses_the_chunked_form_and_steps_the_recurrent_form(monkeypatch)
 
         return wrapper
 
-    monkeypatch.setattr(linear_api, "chunk_core", counting("chunk", linear_api.chunk_core))
-    monkeypatch.setattr(linear_api, "recurrent_core", counting("recurrent", linear_api.recurrent_core))
+    monkeypatch.setattr(nala_op.NaLaCausal, "apply", counting("prefill", nala_op.NaLaCausal.apply))
+    monkeypatch.setattr(nala_op, "nala_step", counting("step", nala_op.nala_step))
     model = build()
     with torch.no_grad():
         model.generate(random_ids(1, 12), max_new_tokens=5, do_sample=False)
-    # per layer and feature stream: one chunked prefill, then one recurrent step per generated token after the first
-    streams = model.model.layers[0].mixer.feature_map.streams
-    assert calls == {"chunk": 2 * streams, "recurrent": 2 * streams * 4}
+    # per layer: one chunked prefill, then one decoding step per generated token after the first
+    assert calls == {"prefill": 2, "step": 2 * 4}
 
 
 @pytest.mark.parametrize("name", ["nala", "softmax", "hybrid"])

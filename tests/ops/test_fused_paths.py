@@ -5,19 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nalaformer.ops import nala_attention, nala_blocked, nala_key_map, nala_query_map
+from nalaformer.ops import nala_key_map, nala_query_map
 from nalaformer.ops.feature_maps import reference_sign_split_power
 from nalaformer.ops.fused_features import SignSplitOptions, SignSplitPower, fused_path_applies
 from nalaformer.ops.linear_attention.chunk import CausalChunkSums, reference_causal_sums
 from nalaformer.ops.linear_attention.parallel import parallel_core, reference_parallel
-from nalaformer.ops.nala_blocked import (
-    BlockedCausalNaLaAttention,
-    BlockedNaLaAttention,
-    block_length,
-    causal_block_length,
-    reference_causal_nala,
-    reference_nala,
-)
 from tests.assertions import assert_close
 
 MAPS = [
@@ -165,114 +157,3 @@ def test_causal_chunk_sums_double_backward():
     fn = lambda a, b, c, s: CausalChunkSums.apply(a, b, c, s, 4)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (a, b, c, initial))
     assert torch.autograd.gradgradcheck(fn, (a, b, c, initial))
-
-
-BLOCKED = [
-    pytest.param(1, 1, 2, 16, 16, id="B1-T1-H2-D16"),
-    pytest.param(2, 63, 3, 16, 8, id="B2-T63-H3-D16-Dv8"),
-    pytest.param(1, 257, 1, 60, 60, id="B1-T257-H1-D60"),
-]
-
-
-@pytest.mark.parametrize("batch,seq_len,heads,dim,value_dim", BLOCKED)
-@pytest.mark.parametrize(
-    "query",
-    [SignSplitOptions(True), SignSplitOptions(True, temperature=3.0), SignSplitOptions(True, power=2.0)],
-    ids=["default", "temperature3", "constant-power"],
-)
-@pytest.mark.parametrize("single_block", [True, False], ids=["one-block", "blocks-of-64"])
-def test_blocked_nala_matches_reference(batch, seq_len, heads, dim, value_dim, query, single_block, monkeypatch):
-    if not single_block:
-        monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
-        monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
-        monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
-    generator = torch.Generator().manual_seed(8)
-    shapes = [(batch, seq_len, heads, dim)] * 2 + [(batch, seq_len, heads, value_dim)]
-    q, k, v = (torch.randn(shape, generator=generator).requires_grad_() for shape in shapes)
-    with torch.no_grad():
-        q[0, 0, 0] = 0.0
-    key = SignSplitOptions(False)
-    (ref,), ref_grads = vjp(lambda q, k, v: reference_nala(q, k, v, query, key, 1e-6), [q, k, v])
-    (out,), out_grads = vjp(lambda q, k, v: BlockedNaLaAttention.apply(q, k, v, query, key, 1e-6), [q, k, v])
-    assert_close("o", ref, out)
-    for name, r, o in zip(["dq", "dk", "dv"], ref_grads, out_grads):
-        assert_close(name, r, o)
-
-
-def test_blocked_nala_block_length_and_double_backward(monkeypatch):
-    assert block_length(1, 1, 120, 100) == 100
-    long = block_length(1, 1, 120, 10**6)
-    assert long * 120 <= nala_blocked.BLOCK_ELEMENTS < (long + 1) * 120
-    # mid-length sequences get 16 blocks (of at least MIN_BLOCK_ELEMENTS features)
-    assert block_length(1, 4, 128, 4096) == 4096 // 16
-    assert block_length(64, 8, 128, 10**6) == 64
-    monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
-    monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
-    monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
-    q, k, v = (
-        torch.randn(1, 7, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(3)
-    )
-    inputs = tuple(x.requires_grad_() for x in (q, k, v))
-    fn = lambda q, k, v: BlockedNaLaAttention.apply(q, k, v, SignSplitOptions(True), SignSplitOptions(False), 1e-6)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, inputs)
-    assert torch.autograd.gradgradcheck(fn, inputs)
-
-
-@pytest.mark.parametrize(
-    "seq_len,chunk_size",
-    [(1, 64), (63, 64), (257, 64), (257, 7), (200, 1)],
-    ids=["T1-C64", "T63-C64", "T257-C64", "T257-C7", "T200-C1"],
-)
-@pytest.mark.parametrize("single_block", [True, False], ids=["one-block", "blocks"])
-def test_blocked_causal_nala_matches_reference(seq_len, chunk_size, single_block, monkeypatch):
-    if not single_block:
-        monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
-        monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
-        monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
-    generator = torch.Generator().manual_seed(9)
-    q, k, v = (torch.randn(2, seq_len, 2, 12, generator=generator).requires_grad_() for _ in range(3))
-    query, key = SignSplitOptions(True, temperature=2.0), SignSplitOptions(False)
-    (ref,), ref_grads = vjp(lambda q, k, v: reference_causal_nala(q, k, v, query, key, 1e-6), [q, k, v])
-    (out,), out_grads = vjp(
-        lambda q, k, v: BlockedCausalNaLaAttention.apply(q, k, v, query, key, 1e-6, chunk_size), [q, k, v]
-    )
-    assert_close("o", ref, out)
-    for name, r, o in zip(["dq", "dk", "dv"], ref_grads, out_grads):
-        assert_close(name, r, o)
-
-
-def test_blocked_causal_nala_block_length_and_double_backward(monkeypatch):
-    assert causal_block_length(1, 4, 128, 10**6, 64) % 64 == 0
-    assert causal_block_length(1, 4, 128, 10**6, 1000) == 1000
-    monkeypatch.setattr(nala_blocked, "SINGLE_BLOCK_ELEMENTS", 0)
-    monkeypatch.setattr(nala_blocked, "BLOCK_ELEMENTS", 1)
-    monkeypatch.setattr(nala_blocked, "MIN_BLOCK_ELEMENTS", 1)
-    generator = torch.Generator().manual_seed(10)
-    inputs = tuple(torch.randn(1, 9, 1, 4, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(3))
-    options = (SignSplitOptions(True), SignSplitOptions(False), 1e-6, 4)
-    fn = lambda q, k, v: BlockedCausalNaLaAttention.apply(q, k, v, *options)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, inputs)
-    assert torch.autograd.gradgradcheck(fn, inputs)
-
-
-def test_nala_attention_takes_the_blocked_path_only_where_it_applies():
-    """The released configuration runs the blocked functions; RoPE, masks, state and other maps the generic path."""
-    q, k, v = (torch.randn(1, 9, 2, 8, generator=torch.Generator().manual_seed(i)).requires_grad_() for i in range(3))
-
-    def backward_name(**kwargs):
-        return type(nala_attention(q, k, v, **kwargs).grad_fn).__name__
-
-    assert backward_name() == "BlockedNaLaAttentionBackward"
-    assert backward_name(causal=True) == "BlockedCausalNaLaAttentionBackward"
-    mask = torch.ones(1, 9, dtype=torch.bool)
-    for kwargs in [
-        dict(attention_mask=mask),
-        dict(causal=True, attention_mask=mask),
-        dict(causal=True, mode="recurrent"),
-        dict(inhibit="cosine"),
-        dict(tau=0.2),
-        dict(mode="naive"),
-    ]:
-        assert not backward_name(**kwargs).startswith("Blocked"), kwargs
-    _, state = nala_attention(q, k, v, causal=True, output_final_state=True)
-    assert state.kv.shape == (1, 2, 16, 8)

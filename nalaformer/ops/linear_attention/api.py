@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -167,6 +168,11 @@ def _run(
         state.validate(batch, heads, features, v.shape[-1])
         state = state.to(q.dtype)
 
+    if causal and 0 in (batch, heads, features, v.shape[-1]):
+        # nothing to attend over: an empty output, and the state (of no size, or unchanged but for the count)
+        start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device, q.dtype)
+        o = q.new_zeros(batch, seq_len, heads, v.shape[-1])
+        return o, LinearAttentionState(start.kv, start.k_sum, start.count + valid.sum(dim=1))
     final = None
     if not causal:
         if mode == "naive":
@@ -193,7 +199,62 @@ def _run(
     o = o.transpose(1, 2)
     if mask is not None:
         o = torch.where(mask[:, :, None, None], o, torch.zeros((), device=o.device))
+    if causal and mode != "recurrent" and not bool(o.isfinite().all()):
+        # a NaN or infinity at token t reaches earlier positions through the chunked and quadratic forms' matmuls
+        # (0 * NaN = NaN); recompute the outputs before t without it, so that a bad token never changes them
+        bad = first_nonfinite(k, kn, values)
+        if bad:
+            start, _ = _run(
+                *(None if x is None else x[:, :bad] for x in (phi_q, phi_k, phi_q_num, phi_k_num, v, mask)),
+                state,
+                causal,
+                eps,
+                mode,
+                chunk_size,
+                False,
+            )
+            o = torch.cat([start, o[:, bad:]], dim=1)
     return o, final
+
+
+def first_nonfinite(*tensors: torch.Tensor) -> int | None:
+    """The first position (dim 2 of head-major ``[B, H, T, X]`` tensors) holding a NaN or an infinity, or None."""
+    bad = torch.zeros(tensors[0].shape[2], dtype=torch.bool, device=tensors[0].device)
+    for x in tensors:
+        bad |= (~x.isfinite()).any(dim=-1).flatten(0, 1).any(dim=0)
+    positions = bad.nonzero()
+    return int(positions[0]) if positions.numel() else None
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Where each token of a packed ``[1, total, ...]`` batch goes in the right-padded ``[N, max_len, ...]`` one."""
+
+    seq_id: torch.Tensor
+    position: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def of(cls, cu_seqlens: torch.Tensor, device: torch.device) -> Packing:
+        cu_seqlens = cu_seqlens.to(device=device, dtype=torch.long)
+        lengths = cu_seqlens.diff()
+        num_seqs, max_len = lengths.numel(), int(lengths.max())
+        seq_id = torch.repeat_interleave(torch.arange(num_seqs, device=device), lengths)
+        position = torch.arange(int(cu_seqlens[-1]), device=device) - cu_seqlens[seq_id]
+        mask = torch.zeros(num_seqs, max_len, dtype=torch.bool, device=device)
+        mask[seq_id, position] = True
+        return cls(seq_id, position, mask)
+
+    def unpack(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """``[1, total, ...]`` -> ``[N, max_len, ...]`` (zeros in the padding)."""
+        if x is None:
+            return None
+        padded = x.new_zeros(*self.mask.shape, *x.shape[2:])
+        return padded.index_put((self.seq_id, self.position), x[0])
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, max_len, ...]`` -> ``[1, total, ...]``."""
+        return x[self.seq_id, self.position].unsqueeze(0)
 
 
 def _run_packed(
@@ -211,27 +272,11 @@ def _run_packed(
     want_state: bool,
 ) -> tuple[torch.Tensor, LinearAttentionState | None]:
     """Unpack ``[1, total, ...]`` into a right-padded ``[N, max_len, ...]`` batch, run it masked, pack it back."""
-    cu_seqlens = cu_seqlens.to(device=phi_q.device, dtype=torch.long)
-    lengths = cu_seqlens.diff()
-    num_seqs, max_len = lengths.numel(), int(lengths.max())
-    seq_id = torch.repeat_interleave(torch.arange(num_seqs, device=phi_q.device), lengths)
-    position = torch.arange(phi_q.shape[1], device=phi_q.device) - cu_seqlens[seq_id]
-
-    def unpack(x: torch.Tensor | None) -> torch.Tensor | None:
-        if x is None:
-            return None
-        padded = x.new_zeros(num_seqs, max_len, *x.shape[2:])
-        return padded.index_put((seq_id, position), x[0])
-
-    mask = torch.zeros(num_seqs, max_len, dtype=torch.bool, device=phi_q.device)
-    mask[seq_id, position] = True
+    packing = Packing.of(cu_seqlens, phi_q.device)
+    tensors = (phi_q, phi_k, phi_q_num, phi_k_num, v)
     o, final = _run(
-        unpack(phi_q),
-        unpack(phi_k),
-        unpack(phi_q_num),
-        unpack(phi_k_num),
-        unpack(v),
-        mask,
+        *(packing.unpack(x) for x in tensors),
+        packing.mask,
         state,
         causal,
         eps,
@@ -239,4 +284,4 @@ def _run_packed(
         chunk_size,
         want_state,
     )
-    return o[seq_id, position].unsqueeze(0), final
+    return packing.pack(o), final

@@ -1,0 +1,311 @@
+"""Causal NaLa straight from ``q, k, v``, in token blocks of whole chunks, with RoPE, padding and a carried state;
+and the single-token decoding step.
+
+``o_t = rot(phi_q_t) · S_t / (phi_q_t · z_t + eps n_t)`` with the running sums ``S_t = S_0 + Σ_{s <= t} rot(phi_k_s)
+v_sᵀ``, ``z_t = z_0 + Σ_{s <= t} phi_k_s`` and the count ``n_t`` of real keys (``rot`` = RoPE, numerator only). Each
+block is a few chunks of the chunked form (:func:`~nalaformer.ops.linear_attention.chunk.chunk_sums_forward`) started
+from the running state, which is carried from block to block; backward walks the blocks in reverse with the state's
+gradient. Without RoPE the denominator rides along the numerator as a ones column of the values (one set of
+matmuls); with RoPE numerator (rotated features) and denominator (plain ones) are two streams of the chunked form.
+The features are recomputed per block in backward; per-chunk states and masked scores are saved.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nalaformer.ops.higher_order import reference_vjp
+from nalaformer.ops.linear_attention.chunk import chunk_sums_backward, chunk_sums_forward, chunked
+from nalaformer.ops.linear_attention.naive import nonzero
+from nalaformer.ops.nala_common import NaLaMap, causal_block_length, reference_rotate, rotate, token_blocks
+from nalaformer.ops.nala_noncausal import gradient_of_ratio, key_block, query_block, reference_nala
+
+
+def _block_inputs(q, k, v, block, query, key, table, valid) -> tuple[torch.Tensor, ...]:
+    """``(queries, aux, phi_q, rot(phi_q), keys, aux, phi_k, rot(phi_k), [v, 1])`` of a block, head-major."""
+    return (*query_block(q, block, query, table), *key_block(k, v, block, key, table, valid))
+
+
+def _unchunked(x: torch.Tensor, batch: int, heads: int, length: int) -> torch.Tensor:
+    """``[B*H, N, C, X]`` -> ``[B, H, length, X]`` (the padding of the last chunk dropped)."""
+    return x.reshape(batch, heads, -1, x.shape[-1])[:, :, :length]
+
+
+def running_den_forward(
+    a_c: torch.Tensor, b_c: torch.Tensor, start: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``den_t = a_t · (z_0 + Σ_{s <= t} b_s)`` for chunked ``a_c, b_c [R, N, C, F]`` and ``start = z_0 [R, F]``.
+
+    Returns ``(den [R, N, C], total Σ_s b_s [R, F], before [R, N, F])`` (``before``: the sums before each chunk,
+    start included). Running sums (``cumsum`` within a chunk, added to the sums before it) and one row-wise dot: a few
+    passes over the block, where the chunked matmul form would spend a ``C x C x F`` score product on a single column
+    (the denominator has its own features once RoPE rotates the numerator's).
+    """
+    totals = b_c.sum(dim=2)
+    # exclusive running sum over chunks by shifting the inclusive one (a subtraction would let a NaN of a chunk reach
+    # its own earlier positions)
+    running_totals = totals.cumsum(dim=1)
+    before = torch.cat([torch.zeros_like(totals[:, :1]), running_totals[:, :-1]], dim=1).add_(start.unsqueeze(1))
+    running = b_c.cumsum(dim=2).add_(before.unsqueeze(2))
+    return torch.linalg.vecdot(a_c, running), running_totals[:, -1], before
+
+
+def running_den_backward(
+    a_c: torch.Tensor, b_c: torch.Tensor, before: torch.Tensor, grad_den: torch.Tensor, grad_total: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(d a_c, d b_c, d start)`` of :func:`running_den_forward` from ``grad_den [R, N, C]`` and
+    ``grad_total [R, F]``; ``d start`` counts the outputs only (the caller adds the state's pass-through)."""
+    running = b_c.cumsum(dim=2).add_(before.unsqueeze(2))
+    grad_a = running.mul_(grad_den.unsqueeze(-1))
+    # b_s reaches every running sum from s to the end of the block, and the total
+    grad_running = a_c * grad_den.unsqueeze(-1)
+    inclusive = grad_running.cumsum(dim=2)
+    per_chunk = inclusive[:, :, -1]
+    later = per_chunk.sum(dim=1, keepdim=True) - per_chunk.cumsum(dim=1) + grad_total.unsqueeze(1)
+    grad_b = grad_running.sub_(inclusive).add_((per_chunk + later).unsqueeze(2))
+    return grad_a, grad_b, per_chunk.sum(dim=1)
+
+
+def running_counts(valid: torch.Tensor | None, count0: torch.Tensor | None, batch: int, seq_len: int, like):
+    """``n_t``: real keys up to ``t`` plus the initial count, ``[B, T]``."""
+    if valid is None:
+        counts = torch.arange(1, seq_len + 1, dtype=like.dtype, device=like.device).expand(batch, seq_len)
+    else:
+        counts = valid.to(like.dtype).cumsum(dim=1)
+    return counts if count0 is None else counts + count0.to(like.dtype)[:, None]
+
+
+class NaLaCausal(torch.autograd.Function):
+    """``forward(q, k, v, kv0, z0, count0, table, valid, query, key, eps, chunk_size) -> (o, kv, k_sum)``.
+
+    ``q, k [B, T, H, D]``, ``v [B, T, H, Dv]``; ``kv0 [B, H, F, Dv]``, ``z0 [B, H, F]``, ``count0 [B]`` the initial
+    state (or None); ``table`` a complex RoPE table or None; ``valid`` bool ``[B, T]`` or None. Returns the output and
+    the final sums (initial state included).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, kv0, z0, count0, table, valid, query, key, eps, chunk_size):
+        batch, seq_len, heads, dim = q.shape
+        value_dim, features, rows = v.shape[-1], key.width(dim), batch * heads
+        rope = table is not None
+        blocks = token_blocks(seq_len, causal_block_length(batch, heads, features, seq_len, chunk_size))
+        counts = running_counts(valid, count0, batch, seq_len, q)
+        # [S | z]: the numerator's sums and, in the last column, the denominator's
+        state = q.new_zeros(rows, features, value_dim + 1)
+        if kv0 is not None:
+            state[..., :value_dim] = kv0.reshape(rows, features, value_dim)
+            state[..., value_dim] = z0.reshape(rows, features)
+        den = q.new_empty(batch, heads, seq_len)
+        o = q.new_empty(batch, seq_len, heads, value_dim)
+        saved = []
+        for block in blocks:
+            length = block.stop - block.start
+            inputs = _block_inputs(q, k, v, block, query, key, table, valid)
+            _, _, query_features, query_rotated, _, _, key_features, key_rotated, values = inputs
+            if not rope:
+                # the ones column of the values carries the denominator through the numerator's matmuls
+                out, total, before, scores = chunk_sums_forward(
+                    chunked(query_features, chunk_size),
+                    chunked(key_features, chunk_size),
+                    chunked(values, chunk_size),
+                    state,
+                )
+                out = _unchunked(out, batch, heads, length)
+                num, den_block = out[..., :value_dim], out[..., value_dim]
+                saved += [before, scores]
+            else:
+                out, kv_total, before, scores = chunk_sums_forward(
+                    chunked(query_rotated, chunk_size),
+                    chunked(key_rotated, chunk_size),
+                    chunked(values[..., :value_dim], chunk_size),
+                    state[..., :value_dim],
+                )
+                den_c, z_total, z_before = running_den_forward(
+                    chunked(query_features, chunk_size), chunked(key_features, chunk_size), state[..., value_dim]
+                )
+                num = _unchunked(out, batch, heads, length)
+                den_block = _unchunked(den_c.unsqueeze(-1), batch, heads, length)[..., 0]
+                total = torch.cat([kv_total, z_total.unsqueeze(-1)], dim=-1)
+                saved += [before, scores, z_before]
+            state = state + total
+            den[..., block] = nonzero(den_block + eps * counts[:, None, block])
+            torch.div(num, den[..., block, None], out=o[:, block].transpose(1, 2))
+            del out, num, den_block
+            if len(blocks) > 1:
+                # free the block before the next one allocates its own (a loop variable lives until reassigned)
+                del inputs, query_features, query_rotated, key_features, key_rotated, values
+        if valid is not None:
+            o.masked_fill_(~valid[:, :, None, None], 0.0)
+        # a sequence that fits in one block keeps its features (cache-sized) instead of recomputing them
+        kept = inputs if len(blocks) == 1 else ()
+        ctx.save_for_backward(q, k, v, kv0, z0, count0, table, valid, o, den, *saved, *kept)
+        ctx.options = (query, key, eps, chunk_size, len(saved))
+        kv = state[..., :value_dim].reshape(batch, heads, features, value_dim)
+        return o, kv, state[..., value_dim].reshape(batch, heads, features)
+
+    @staticmethod
+    def backward(ctx, grad_o, grad_kv, grad_k_sum):
+        q, k, v, kv0, z0, count0, table, valid, o, den, *rest = ctx.saved_tensors
+        query, key, eps, chunk_size, num_saved = ctx.options
+        if torch.is_grad_enabled():
+            # create_graph=True: a differentiable gradient through the plain formulas
+            def reference(q, k, v, kv0, z0):
+                return reference_causal_nala(q, k, v, kv0, z0, count0, table, valid, query, key, eps)
+
+            grads = reference_vjp(reference, (q, k, v, kv0, z0), (grad_o, grad_kv, grad_k_sum))
+            return (*grads, *([None] * 7))
+        batch, seq_len, heads, dim = q.shape
+        value_dim, features, rows = v.shape[-1], key.width(dim), batch * heads
+        rope = table is not None
+        blocks = token_blocks(seq_len, causal_block_length(batch, heads, features, seq_len, chunk_size))
+        saved, kept = rest[:num_saved], rest[num_saved:]
+        per_block = len(saved) // len(blocks)
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        # the gradient of the running state after the block being processed (blocks are walked in reverse)
+        grad_state = torch.cat([grad_kv.reshape(rows, features, value_dim), grad_k_sum.reshape(rows, features, 1)], -1)
+        for index in range(len(blocks) - 1, -1, -1):
+            block = blocks[index]
+            length = block.stop - block.start
+            inputs = kept if kept else _block_inputs(q, k, v, block, query, key, table, valid)
+            queries, query_aux, query_features, query_rotated, keys, key_aux, key_features, key_rotated, values = inputs
+            grad = gradient_of_ratio(grad_o, o, den, valid, block)
+            saved_block = saved[index * per_block : (index + 1) * per_block]
+            if not rope:
+                grad_a, grad_b, grad_c, grad_start = chunk_sums_backward(
+                    chunked(query_features, chunk_size),
+                    chunked(key_features, chunk_size),
+                    chunked(values, chunk_size),
+                    *saved_block,
+                    chunked(grad, chunk_size),
+                    grad_state,
+                )
+                grad_query_features, grad_key_features, grad_c = (
+                    _unchunked(x, batch, heads, length) for x in (grad_a, grad_b, grad_c)
+                )
+            else:
+                before, scores, z_before = saved_block
+                grad_a, grad_b, grad_c, grad_kv_start = chunk_sums_backward(
+                    chunked(query_rotated, chunk_size),
+                    chunked(key_rotated, chunk_size),
+                    chunked(values[..., :value_dim], chunk_size),
+                    before,
+                    scores,
+                    chunked(grad[..., :value_dim], chunk_size),
+                    grad_state[..., :value_dim],
+                )
+                grad_query_den, grad_key_den, grad_z_start = running_den_backward(
+                    chunked(query_features, chunk_size),
+                    chunked(key_features, chunk_size),
+                    z_before,
+                    chunked(grad[..., value_dim:], chunk_size)[..., 0],
+                    grad_state[..., value_dim],
+                )
+                grad_start = torch.cat([grad_kv_start, grad_z_start.unsqueeze(-1)], dim=-1)
+                # the numerator saw rotated features: rotate its gradients back, then add the denominator's
+                grad_query_features = rotate(
+                    _unchunked(grad_a, batch, heads, length).contiguous(), table[:, block], True
+                )
+                grad_query_features += _unchunked(grad_query_den, batch, heads, length)
+                grad_key_features = rotate(_unchunked(grad_b, batch, heads, length).contiguous(), table[:, block], True)
+                grad_key_features += _unchunked(grad_key_den, batch, heads, length)
+                grad_c = _unchunked(grad_c, batch, heads, length)
+            del grad, grad_a, grad_b
+            # the block's start state reaches its outputs and, unchanged, the state after it
+            grad_state = grad_state + grad_start
+            grad_values = grad_c[..., :value_dim]
+            if valid is not None:
+                padding = ~valid[:, None, block, None]
+                grad_key_features = grad_key_features.masked_fill(padding, 0.0)
+                grad_values = grad_values.masked_fill(padding, 0.0)
+            grad_queries = query.backward(queries, query_aux, query_features, grad_query_features)
+            grad_keys = key.backward(keys, key_aux, key_features, grad_key_features)
+            grad_q[:, block].copy_(grad_queries.transpose(1, 2))
+            grad_k[:, block].copy_(grad_keys.transpose(1, 2))
+            grad_v[:, block].copy_(grad_values.transpose(1, 2))
+            del inputs, queries, query_aux, query_features, query_rotated, keys, key_aux, key_features, key_rotated
+            del values, grad_c, grad_queries, grad_keys, grad_values, grad_query_features, grad_key_features
+        grad_kv0 = grad_state[..., :value_dim].reshape(batch, heads, features, value_dim) if kv0 is not None else None
+        grad_z0 = grad_state[..., value_dim].reshape(batch, heads, features) if z0 is not None else None
+        return grad_q, grad_k, grad_v, grad_kv0, grad_z0, *([None] * 7)
+
+
+def reference_causal_nala(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv0: torch.Tensor | None,
+    z0: torch.Tensor | None,
+    count0: torch.Tensor | None,
+    table: torch.Tensor | None,
+    valid: torch.Tensor | None,
+    query: NaLaMap,
+    key: NaLaMap,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :class:`NaLaCausal` computes, written with autograd-tracked ops: ``(o, kv, k_sum)``."""
+    batch, _, heads, dim = q.shape
+    features, value_dim = key.width(dim), v.shape[-1]
+    if kv0 is None:
+        kv0 = q.new_zeros(batch, heads, features, value_dim)
+        z0 = q.new_zeros(batch, heads, features)
+    if count0 is None:
+        count0 = q.new_zeros(batch)
+    o = reference_nala(q, k, v, table, valid, query, key, eps, causal=True, kv=kv0, k_sum=z0, count=count0)
+    phi_k = key.reference(k.transpose(1, 2))
+    values = v.transpose(1, 2)
+    if valid is not None:
+        keep = valid[:, None, :, None]
+        phi_k = torch.where(keep, phi_k, torch.zeros((), dtype=phi_k.dtype))
+        values = torch.where(keep, values, torch.zeros((), dtype=values.dtype))
+    phi_k_num = phi_k if table is None else reference_rotate(phi_k, table)
+    return o, kv0 + phi_k_num.transpose(-1, -2) @ values, z0 + phi_k.sum(dim=2)
+
+
+def nala_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv0: torch.Tensor | None,
+    z0: torch.Tensor | None,
+    count0: torch.Tensor | None,
+    table: torch.Tensor | None,
+    valid: torch.Tensor | None,
+    query: NaLaMap,
+    key: NaLaMap,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoding step (``T == 1``, no autograd): a handful of small ops instead of the chunk machinery.
+
+    ``S += rot(phi_k) vᵀ``, ``z += phi_k``, ``n += 1`` (nothing for a padded token), ``o = rot(phi_q) S /
+    (phi_q · z + eps n)``. Returns ``(o [B, 1, H, Dv], kv, k_sum, count)``: new tensors, the inputs are not modified.
+    """
+    batch = q.shape[0]
+    value_dim = v.shape[-1]
+    step = slice(0, 1)
+    _, _, query_features, query_rotated = query_block(q, step, query, table)
+    _, _, key_features, key_rotated, values = key_block(k, v, step, key, table, valid)
+    outer = key_rotated.transpose(-1, -2) @ values[..., :value_dim]
+    kv = outer if kv0 is None else kv0 + outer
+    k_sum = key_features[..., 0, :] if z0 is None else z0 + key_features[..., 0, :]
+    added = values[:, 0, 0, value_dim] if valid is not None else q.new_ones(batch)
+    count = added if count0 is None else count0 + added
+    num = query_rotated @ kv
+    den = (query_features @ k_sum.unsqueeze(-1)).squeeze(-1) + eps * count[:, None, None]
+    o = (num / nonzero(den).unsqueeze(-1)).transpose(1, 2)
+    if valid is not None:
+        o = o.masked_fill(~valid[:, :, None, None], 0.0)
+    return o, kv, k_sum, count
+
+
+def first_nonfinite_key(
+    k: torch.Tensor, v: torch.Tensor, key: NaLaMap, table: torch.Tensor | None, valid: torch.Tensor | None
+) -> int | None:
+    """The first position whose (real) key features or value hold a NaN or an infinity, or None."""
+    batch, seq_len, heads, dim = k.shape
+    for block in token_blocks(seq_len, causal_block_length(batch, heads, key.width(dim), seq_len, 1)):
+        _, _, features, rotated, values = key_block(k, v, block, key, table, valid)
+        finite = features.isfinite().all(-1) & rotated.isfinite().all(-1) & values.isfinite().all(-1)
+        bad = (~finite).flatten(0, 1).any(dim=0).nonzero()
+        if bad.numel():
+            return block.start + int(bad[0])
+    return None
