@@ -20,6 +20,7 @@ from nalaformer.layers.registry import (
     build_attention,
     linear_builder,
     list_attentions,
+    mixer_names,
     register_attention,
 )
 from nalaformer.layers.short_conv import ShortConvolution
@@ -51,5 +52,6 @@ __all__ = [
     "build_attention",
     "linear_builder",
     "list_attentions",
+    "mixer_names",
     "register_attention",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,30 @@ def register_attention(
 def list_attentions() -> list[str]:
     """Names accepted by :func:`build_attention`, in registration order."""
     return list(_REGISTRY)
+
+
+def mixer_names(entry: str | Sequence[str], count: int, argument: str, unit: str = "block") -> list[str]:
+    """One registered mixer name per position: the way every model reads its mixer arguments.
+
+    Args:
+        entry: one registry name for every position, or a sequence of ``count`` names.
+        count: how many positions (blocks of a stage, layers of a model).
+        argument: the argument's name, for the error messages (e.g. ``"mixers[2]"``, ``"layer_mixers"``).
+        unit: what one position is, for the error messages. Default: "block".
+
+    Raises:
+        ValueError: a sequence of the wrong length, an entry that is not a string, or a name that is not registered.
+    """
+    names = [entry] * count if isinstance(entry, str) else list(entry) if isinstance(entry, (list, tuple)) else None
+    if names is None or len(names) != count or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"{argument} must be a list of {count} mixer names (one per {unit}) or one name for all, got {entry!r}"
+        )
+    for index, name in enumerate(names):
+        if name not in _REGISTRY:
+            where = argument if isinstance(entry, str) else f"{argument}[{index}]"
+            raise ValueError(f"{where}={name!r} is not a registered mixer; known: {', '.join(_REGISTRY)}")
+    return names
 
 
 def attention_spec(name: str) -> AttentionSpec:

@@ -62,13 +62,24 @@ def test_mixer_options_reach_the_mixer_of_that_name_only():
         ({"mixer": "no_such_mixer"}, "mixer='no_such_mixer' is not a registered mixer"),
         ({"hybrid_mixer": "nope"}, "hybrid_mixer='nope'"),
         ({"layer_mixers": ["nala"]}, "layer_mixers must be a list of 2"),
+        ({"layer_mixers": ["nala", "nope"]}, "layer_mixers[1]='nope' is not a registered mixer"),
         ({"num_attention_heads": 3}, "num_attention_heads=3 must divide hidden_size=32"),
         ({"hidden_size": 0}, "hidden_size must be a positive int, got 0"),
         ({"hybrid_every": -1}, "hybrid_every must be an int >= 0"),
         ({"mixer_options": {"nope": {}}}, "mixer_options key 'nope'"),
         ({"rms_norm_eps": 0.0}, "rms_norm_eps must be a positive number"),
     ],
-    ids=["mixer", "hybrid-mixer", "layer-mixers-length", "heads", "hidden", "hybrid-every", "options-key", "eps"],
+    ids=[
+        "mixer",
+        "hybrid-mixer",
+        "layer-mixers-length",
+        "layer-mixers-name",
+        "heads",
+        "hidden",
+        "hybrid-every",
+        "options-key",
+        "eps",
+    ],
 )
 def test_bad_config_raises_naming_the_field(overrides, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -161,6 +161,9 @@ def test_resolve_mixers_and_bad_layouts() -> None:
         resolve_mixers(["nala"], (1, 1))
     with pytest.raises(ValueError, match=r"mixers\[1\]"):
         resolve_mixers(["nala", ("nala",)], (1, 2))
+    # an unregistered name is refused when the layout is read, naming where it stands
+    with pytest.raises(ValueError, match=r"mixers\[1\]\[0\]='nope' is not a registered mixer"):
+        resolve_mixers(["nala", ("nope", "nala")], (1, 2))
     with pytest.raises(ValueError, match="no_such_mixer"):
         tiny(mixers="no_such_mixer")
     for name in SEQUENCE_ONLY_MIXERS:

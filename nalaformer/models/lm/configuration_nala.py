@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from transformers import PretrainedConfig
 
-from nalaformer.layers import list_attentions
+from nalaformer.layers import list_attentions, mixer_names
 
 # Named sizes. "tiny" is for unit tests; "small" for CPU experiments (11.5 M parameters without the embedding);
 # "340m" follows the flash-linear-attention 340M lineage the paper's LM table uses (hidden 1024, 24 layers, 16 heads of
@@ -133,18 +133,11 @@ class NaLaConfig(PretrainedConfig):
                     f"{key!r}: {options!r}"
                 )
         if layer_mixers is not None:
-            if not isinstance(layer_mixers, (list, tuple)) or len(layer_mixers) != num_hidden_layers:
-                raise ValueError(
-                    f"layer_mixers must be a list of {num_hidden_layers} mixer names (one per layer), "
-                    f"got {layer_mixers!r}"
-                )
-            layer_mixers = list(layer_mixers)
+            layer_mixers = mixer_names(layer_mixers, num_hidden_layers, "layer_mixers", unit="layer")
         known = list_attentions()
-        for name, value in (
-            [("mixer", mixer), ("hybrid_mixer", hybrid_mixer)]
-            + [(f"layer_mixers[{i}]", m) for i, m in enumerate(layer_mixers or [])]
-            + [(f"mixer_options key {key!r}", key) for key in mixer_options]
-        ):
+        for name, value in [("mixer", mixer), ("hybrid_mixer", hybrid_mixer)] + [
+            (f"mixer_options key {key!r}", key) for key in mixer_options
+        ]:
             if value not in known:
                 raise ValueError(f"{name}={value!r} is not a registered mixer; known: {', '.join(known)}")
         if not isinstance(rms_norm_eps, (int, float)) or rms_norm_eps <= 0:

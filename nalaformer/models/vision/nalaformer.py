@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nalaformer.layers import mixer_names
 from nalaformer.layers.tracing import is_fx_tracing, register_timm_leaf_modules
 from nalaformer.models.vision.blocks import ConvStem, NaLaFormerHead, NaLaFormerStage
 from nalaformer.models.vision.features import build_features_model
@@ -62,13 +63,7 @@ def resolve_mixers(mixers: str | Sequence[str | Sequence[str]], depths: Sequence
     mixers = list(mixers)
     if len(mixers) != len(depths):
         raise ValueError(f"mixers must give one entry per stage ({len(depths)}), got {len(mixers)}: {mixers!r}")
-    layout = []
-    for stage, (entry, depth) in enumerate(zip(mixers, depths)):
-        names = [entry] * depth if isinstance(entry, str) else list(entry)
-        if len(names) != depth or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"mixers[{stage}] must be a name or {depth} names (one per block), got {entry!r}")
-        layout.append(names)
-    return layout
+    return [mixer_names(entry, depth, f"mixers[{stage}]") for stage, (entry, depth) in enumerate(zip(mixers, depths))]
 
 
 def feature_take_indices(num_features: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
