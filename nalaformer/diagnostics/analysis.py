@@ -317,11 +317,14 @@ def _nala_settings(feature_map: FeatureMap | None) -> dict[str, Any]:
     """NaLa's exponent settings (``lam``, ``tau``, ``temperature``, ``power``); empty for other feature maps."""
     if not isinstance(feature_map, NaLaFeatureMap):
         return {}
+    per_head = feature_map.head_temperatures()
     return {
         "lam": feature_map.lam,
         "tau": feature_map.tau,
         "temperature": feature_map.temperature,
         "power": feature_map.power,
+        # per-head T_h of a "learned" / "running" temperature, else None
+        "head_temperatures": None if per_head is None else per_head.detach().float().tolist(),
     }
 
 
@@ -332,7 +335,10 @@ def _method_name(feature_map: FeatureMap) -> str:
     name = "nala" if feature_map.inhibit == "sign" else f"nala-{feature_map.inhibit}"
     if feature_map.power is not None:
         return f"{name} p={feature_map.power:g}"
-    return name if feature_map.temperature == 1.0 else f"{name} T={feature_map.temperature:g}"
+    temperature = feature_map.temperature
+    if isinstance(temperature, str):
+        return f"{name} T={temperature}"
+    return name if temperature == 1.0 else f"{name} T={temperature:g}"
 
 
 def _exponents(feature_map: FeatureMap | None, q_norm: torch.Tensor) -> torch.Tensor:
@@ -341,5 +347,8 @@ def _exponents(feature_map: FeatureMap | None, q_norm: torch.Tensor) -> torch.Te
         return torch.full_like(q_norm, math.nan)
     if feature_map.power is not None:
         return torch.full_like(q_norm, float(feature_map.power))
-    norm = q_norm.clamp_min(feature_map.eps)
-    return nala_exponent(norm, feature_map.lam, feature_map.tau, feature_map.temperature)
+    # per-head T_h ([H] -> [H, 1]); the map floors ||q|| / T_h at eps when a per-head T scales the queries
+    temperature = feature_map.effective_temperature(q_norm.shape[0]).to(q_norm)[:, None]
+    if feature_map.head_temperatures() is None:
+        return nala_exponent(q_norm.clamp_min(feature_map.eps), feature_map.lam, feature_map.tau, temperature)
+    return nala_exponent((q_norm / temperature).clamp_min(feature_map.eps), feature_map.lam, feature_map.tau)

@@ -188,7 +188,8 @@ def _delta_builder(name: str, *, gated: bool, nala: bool):
                 f"unknown option(s) {sorted(unknown)} for attention {name!r}; accepted: {sorted(accepted)}"
             )
         own = {key: options.pop(key) for key in _NALA_OPTIONS & set(options)}
-        feature_map = NaLaFeatureMap(**own) if nala else SiluL2FeatureMap()
+        heads = {"num_heads": num_heads, "head_dim": dim // max(num_heads, 1)}
+        feature_map = NaLaFeatureMap(**own, **heads) if nala else SiluL2FeatureMap()
         return DeltaRuleAttention(
             dim, num_heads, feature_map=feature_map, gated=gated, causal=causal, layout=layout, **options
         )

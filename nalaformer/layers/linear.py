@@ -9,6 +9,7 @@ import torch
 from nalaformer.layers.block import AttentionBlock
 from nalaformer.layers.feature_maps import FeatureMap, NaLaFeatureMap
 from nalaformer.ops import apply_rope, linear_attention
+from nalaformer.ops.feature_maps import NALA_ALPHA, NALA_INHIBIT, NALA_LAM, NALA_TAU, NALA_TEMPERATURE
 
 
 class LinearAttention(AttentionBlock):
@@ -128,7 +129,8 @@ class NaLaAttention(LinearAttention):
     Args:
         dim (int), num_heads (int): channels and heads.
         causal (bool): causal attention with decoding state. Default: False.
-        lam, tau, temperature, inhibit, alpha, power: NaLa feature-map options (see :class:`NaLaFeatureMap`).
+        lam, tau, temperature, inhibit, alpha, power: NaLa feature-map options (see :class:`NaLaFeatureMap`;
+            ``temperature`` may be a float, ``"learned"``, ``"running"`` or ``"sqrt_d"``).
         **options: block options (``rope``, ``lepe``, ``gate``, ``eps``, ``chunk_size``, ...).
     """
 
@@ -138,16 +140,18 @@ class NaLaAttention(LinearAttention):
         num_heads: int,
         *,
         causal: bool = False,
-        lam: float = 3.0,
-        tau: float = 0.5,
-        temperature: float = 1.0,
-        inhibit: str = "sign",
-        alpha: float = 20.0,
+        lam: float = NALA_LAM,
+        tau: float = NALA_TAU,
+        temperature: float | str = NALA_TEMPERATURE,
+        inhibit: str = NALA_INHIBIT,
+        alpha: float = NALA_ALPHA,
         power: float | None = None,
         layout: str = "1d",
         **options: Any,
     ) -> None:
-        feature_map = NaLaFeatureMap(lam, tau, temperature, inhibit, alpha, power)
+        feature_map = NaLaFeatureMap(
+            lam, tau, temperature, inhibit, alpha, power, num_heads=num_heads, head_dim=dim // max(num_heads, 1)
+        )
         super().__init__(dim, num_heads, feature_map=feature_map, causal=causal, layout=layout, **options)
 
 

@@ -20,6 +20,15 @@ from nalaformer.layers.feature_maps import (
 )
 from nalaformer.layers.linear import LinearAttention
 from nalaformer.layers.softmax import SoftmaxAttention
+from nalaformer.ops.feature_maps import (
+    NALA_ALPHA,
+    NALA_CONSTANT_POWER,
+    NALA_EPS,
+    NALA_INHIBIT,
+    NALA_LAM,
+    NALA_TAU,
+    NALA_TEMPERATURE,
+)
 
 
 @dataclass(frozen=True)
@@ -102,8 +111,9 @@ def build_attention(
         causal (bool): causal 1-D mixer with a decoding state. Default: False.
         layout (str): ``"1d"`` for sequences ``[B, T, C]``, ``"2d"`` for images. Default: "1d".
         **options: block options (``rope``, ``lepe``, ``gate``, ``lepe_kernel_size``, ``rope_base``, ``qkv_bias``,
-            ``eps``, ``chunk_size``) and the method's own options (e.g. NaLa's ``lam``, ``tau``, ``temperature``,
-            ``inhibit``, ``alpha``). Unknown options raise a ValueError naming them.
+            ``eps``, ``chunk_size``) and the method's own options (e.g. NaLa's ``lam``, ``tau``, ``temperature``
+            (a float, ``"learned"``, ``"running"`` or ``"sqrt_d"``), ``inhibit``, ``alpha``). Unknown options raise
+            a ValueError naming them.
     """
     spec = attention_spec(name)
     if causal and not spec.causal:
@@ -154,12 +164,26 @@ def _softmax_builder(dim: int, num_heads: int, *, causal: bool, layout: str, **o
     return SoftmaxAttention(dim, num_heads, causal=causal, layout=layout, **shared)
 
 
-def _nala_map(lam=3.0, tau=0.5, temperature=1.0, inhibit="sign", alpha=20.0, eps=1e-6):
-    return NaLaFeatureMap(lam, tau, temperature, inhibit, alpha, None, eps)
+def _nala_map(
+    num_heads: int,
+    head_dim: int,
+    lam: float = NALA_LAM,
+    tau: float = NALA_TAU,
+    temperature: float | str = NALA_TEMPERATURE,
+    inhibit: str = NALA_INHIBIT,
+    alpha: float = NALA_ALPHA,
+    eps: float = NALA_EPS,
+    momentum: float = 0.05,
+) -> NaLaFeatureMap:
+    return NaLaFeatureMap(
+        lam, tau, temperature, inhibit, alpha, None, eps, num_heads=num_heads, head_dim=head_dim, momentum=momentum
+    )
 
 
 def _constant_power_map(inhibit: str):
-    def make(lam=3.0, power=4.5, alpha=20.0, eps=1e-6):
+    def make(
+        lam: float = NALA_LAM, power: float = NALA_CONSTANT_POWER, alpha: float = NALA_ALPHA, eps: float = NALA_EPS
+    ) -> NaLaFeatureMap:
         return NaLaFeatureMap(lam=lam, inhibit=inhibit, alpha=alpha, power=power, eps=eps)
 
     return make
@@ -177,6 +201,12 @@ register_attention(
     linear_builder("nala_cosine", _nala_map, fixed={"inhibit": "cosine"}),
     paper=_NALA_PAPER + " (Eq. 16-17)",
     summary="NaLa with cosine inhibit: magnitudes times [cos, sin] of (pi/4) tanh(alpha x_hat)",
+)
+register_attention(
+    "nala_learned_t",
+    linear_builder("nala_learned_t", _nala_map, fixed={"temperature": "learned"}),
+    paper=_NALA_PAPER + " (with a trained norm temperature)",
+    summary="NaLa with p = lam(tau + tanh(||q|| / T_h)), T_h per head, learned, initialised at the median ||q||",
 )
 register_attention(
     "softmax",

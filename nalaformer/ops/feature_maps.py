@@ -11,12 +11,20 @@ NaLa (the released code's defaults, docs/method.md §3):
 
 The sign split keeps same-sign products and drops opposite-sign ones. The paper's cosine-inhibit variant
 (Eq. 16-17) instead multiplies the magnitudes by ``[cos(theta), sin(theta)]`` with
-``theta = (pi / 4) * tanh(alpha * x_hat)``; as ``alpha`` grows it approaches the sign split.
+``theta = (pi / 4) * tanh(alpha * x_hat)``; as ``alpha`` grows it approaches the sign split. The pair is stored
+rotated by 45 degrees, ``[cos(pi/4 - theta), sin(pi/4 - theta)]`` (an orthogonal change of feature basis, so every
+product and kernel is the same): both entries then lie in ``[0, 1]``, each term of a query-key product is
+non-negative, and opposite-sign dimensions give exactly 0 instead of the rounding residue of
+``cos(theta_q) cos(theta_k) + sin(theta_q) sin(theta_k)`` at ``theta_q - theta_k = -pi/2``, which in fp32 could make
+kernel rows sum to ~0 and the output leave the values' range.
+
+The defaults below are the released code's; every signature with these options reads them from here.
 """
 
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +33,68 @@ from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies, 
 from nalaformer.ops.validation import check_choice, check_float_tensor, upcast
 
 INHIBIT_MODES = ("sign", "cosine", "none")
+
+NALA_LAM = 3.0  # exponent scale lambda (and the key exponent)
+NALA_TAU = 0.5  # exponent offset: p = lam * (tau + tanh(||q|| / T)) lies in [lam * tau, lam * (tau + 1))
+NALA_TEMPERATURE = 1.0  # T: the released code has none
+NALA_INHIBIT = "sign"
+NALA_ALPHA = 20.0  # sharpness of the cosine-inhibit angle map
+NALA_EPS = 1e-6  # floor of ||q|| (and of ||k|| in the cosine angle map)
+NALA_CONSTANT_POWER = NALA_LAM * (NALA_TAU + 1.0)  # the Table-5 ablations' constant exponent: NaLa's ceiling
+
+
+def _check_finite(name: str, value: object, *, minimum: float | None, inclusive: bool = False) -> float:
+    """``value`` as a float if it is a finite real above ``minimum`` (``>=`` with ``inclusive``; None: no bound)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    below = minimum is not None and (value < minimum if inclusive else value <= minimum)
+    if not math.isfinite(value) or below:
+        bound = "" if minimum is None else f" and {'>=' if inclusive else '>'} {minimum:g}"
+        raise ValueError(f"{name} must be {'finite' if bound else 'a finite number'}{bound}, got {value!r}")
+    return value
+
+
+def check_nala_options(
+    lam: float = NALA_LAM,
+    tau: float = NALA_TAU,
+    temperature: float = NALA_TEMPERATURE,
+    power: float | None = None,
+    alpha: float = NALA_ALPHA,
+    eps: float = NALA_EPS,
+) -> None:
+    """Reject NaLa options that would give silent NaN or a meaningless map, naming the option and the value.
+
+    ``lam``, ``temperature``, ``alpha`` and (when given) ``power`` must be finite and ``> 0`` (a power ``<= 0``
+    turns the sharpening into a flattening and makes zero components infinite); ``tau`` finite; ``eps`` finite and
+    ``>= 0``.
+    """
+    _check_finite("lam", lam, minimum=0.0)
+    _check_finite("tau", tau, minimum=None)
+    _check_finite("temperature", temperature, minimum=0.0)
+    _check_finite("alpha", alpha, minimum=0.0)
+    _check_finite("eps", eps, minimum=0.0, inclusive=True)
+    if power is not None:
+        _check_finite("power", power, minimum=0.0)
+
+
+def check_key_range(k: torch.Tensor, lam: float, compute_dtype: torch.dtype = torch.float32) -> None:
+    """Raise when finite keys are so large that ``|k|^lam`` summed over the sequence overflows ``compute_dtype``.
+
+    Past that point every output of the sequence would be NaN (inf / inf) without a word. The bound is
+    ``(max / T)^(1 / lam)`` for ``T = k.shape[-3]`` tokens (about 1.7e12 at T = 64, lam = 3, fp32). Keys with NaN
+    or inf pass (their tokens' outputs are non-finite, as with any other map). One reduction over ``k``.
+    """
+    if torch.compiler.is_compiling() or k.numel() == 0:
+        return
+    tokens = k.shape[-3] if k.dim() >= 3 else 1
+    limit = (torch.finfo(compute_dtype).max / max(tokens, 1)) ** (1.0 / lam)
+    largest = float(k.detach().abs().amax())
+    if math.isfinite(largest) and largest > limit:
+        raise ValueError(
+            f"k: largest |k| = {largest:.3g} exceeds {limit:.3g}, past which |k|^lam summed over {tokens} tokens "
+            f"overflows {compute_dtype} (lam={lam:g}); scale the keys down or normalise them"
+        )
 
 
 def safe_pow(x: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
@@ -45,24 +115,29 @@ def _split(magnitude: torch.Tensor, direction: torch.Tensor, inhibit: str, alpha
         zero = torch.zeros_like(magnitude)
         return torch.cat([torch.where(direction > 0, magnitude, zero), torch.where(direction < 0, magnitude, zero)], -1)
     if inhibit == "cosine":
-        theta = (math.pi / 4) * torch.tanh(alpha * direction)
-        return torch.cat([magnitude * torch.cos(theta), magnitude * torch.sin(theta)], dim=-1)
+        # [cos, sin] of pi/4 - theta in [0, pi/2] (see the module docstring); the clamp removes the rounding of
+        # cos(pi/2) (fp32: -4.4e-8) so that both entries are exactly >= 0.
+        angle = (math.pi / 4) * (1.0 - torch.tanh(alpha * direction))
+        cos, sin = torch.cos(angle).clamp_min(0.0), torch.sin(angle).clamp_min(0.0)
+        return torch.cat([magnitude * cos, magnitude * sin], dim=-1)
     return torch.where(direction > 0, magnitude, torch.zeros_like(magnitude))
 
 
-def nala_exponent(q_norm: torch.Tensor, lam: float = 3.0, tau: float = 0.5, temperature: float = 1.0) -> torch.Tensor:
+def nala_exponent(
+    q_norm: torch.Tensor, lam: float = NALA_LAM, tau: float = NALA_TAU, temperature: float = NALA_TEMPERATURE
+) -> torch.Tensor:
     """NaLa's norm-aware exponent ``p = lam * (tau + tanh(||q|| / temperature))`` (docs/method.md §3.1)."""
     return lam * (tau + torch.tanh(q_norm / temperature))
 
 
 def nala_query_map(
     q: torch.Tensor,
-    lam: float = 3.0,
-    tau: float = 0.5,
-    temperature: float = 1.0,
-    eps: float = 1e-6,
-    inhibit: str = "sign",
-    alpha: float = 20.0,
+    lam: float = NALA_LAM,
+    tau: float = NALA_TAU,
+    temperature: float = NALA_TEMPERATURE,
+    eps: float = NALA_EPS,
+    inhibit: str = NALA_INHIBIT,
+    alpha: float = NALA_ALPHA,
     power: float | None = None,
 ) -> torch.Tensor:
     """NaLa's query feature map.
@@ -75,7 +150,8 @@ def nala_query_map(
             (our extension for studying it). Default: 1.0 (released code).
         eps (float): floor of ``||q||`` so that a zero query gives zero features and finite gradients. Default: 1e-6.
         inhibit (str): ``"sign"`` (released code: ``[relu(q_hat)^p, relu(-q_hat)^p]``), ``"cosine"`` (paper Eq. 16:
-            ``|q_hat|^p * [cos(theta), sin(theta)]``, ``theta = pi/4 * tanh(alpha * q_hat)``) or ``"none"``
+            ``|q_hat|^p * [cos(theta), sin(theta)]``, ``theta = pi/4 * tanh(alpha * q_hat)``, stored in the rotated
+            basis of the module docstring) or ``"none"``
             (``relu(q_hat)^p`` only, ``D`` features; an ablation). Default: "sign".
         alpha (float): sharpness of the cosine-inhibit angle map. Default: 20.0.
         power (float, optional): a constant exponent instead of the norm-aware one (the Table-5 ablation rows).
@@ -88,8 +164,7 @@ def nala_query_map(
     """
     check_float_tensor("q", q)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_nala_options(lam, tau, temperature, power, alpha, eps)
     q = upcast(q)
     if inhibit == "sign" and fused_path_applies(lam, tau, power, normalise=True):
         return sign_split_features(q, SignSplitOptions(True, lam, tau, temperature, power, eps))
@@ -100,7 +175,11 @@ def nala_query_map(
 
 
 def nala_key_map(
-    k: torch.Tensor, lam: float = 3.0, inhibit: str = "sign", alpha: float = 20.0, eps: float = 1e-6
+    k: torch.Tensor,
+    lam: float = NALA_LAM,
+    inhibit: str = NALA_INHIBIT,
+    alpha: float = NALA_ALPHA,
+    eps: float = NALA_EPS,
 ) -> torch.Tensor:
     """NaLa's key feature map: ``[relu(k)^lam, relu(-k)^lam]`` (the released code's sign split of ``k**3``).
 
@@ -119,7 +198,9 @@ def nala_key_map(
     """
     check_float_tensor("k", k)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
+    check_nala_options(lam, alpha=alpha, eps=eps)
     k = upcast(k)
+    check_key_range(k, lam, k.dtype)
     if inhibit == "sign" and fused_path_applies(lam, 0.0, None, normalise=False):
         return sign_split_features(k, SignSplitOptions(False, lam, eps=eps))
     direction = k / l2_norm(k, eps) if inhibit == "cosine" else k

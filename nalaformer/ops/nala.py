@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from nalaformer.ops.feature_maps import INHIBIT_MODES, nala_key_map, nala_query_map
+from nalaformer.ops.feature_maps import (
+    INHIBIT_MODES,
+    NALA_ALPHA,
+    NALA_EPS,
+    NALA_INHIBIT,
+    NALA_LAM,
+    NALA_TAU,
+    NALA_TEMPERATURE,
+    check_key_range,
+    check_nala_options,
+    nala_key_map,
+    nala_query_map,
+)
 from nalaformer.ops.linear_attention import LinearAttentionState, linear_attention
 from nalaformer.ops.linear_attention.api import CAUSAL_MODES, NONCAUSAL_MODES, Output, Packing, fp32_region
 from nalaformer.ops.nala_causal import NaLaCausal, first_nonfinite_key, nala_step
@@ -30,13 +40,13 @@ def nala_attention(
     *,
     causal: bool = False,
     rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    lam: float = 3.0,
-    tau: float = 0.5,
-    temperature: float = 1.0,
-    inhibit: str = "sign",
-    alpha: float = 20.0,
+    lam: float = NALA_LAM,
+    tau: float = NALA_TAU,
+    temperature: float = NALA_TEMPERATURE,
+    inhibit: str = NALA_INHIBIT,
+    alpha: float = NALA_ALPHA,
     power: float | None = None,
-    eps: float = 1e-6,
+    eps: float = NALA_EPS,
     feature_eps: float | None = None,
     attention_mask: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
@@ -81,10 +91,9 @@ def nala_attention(
     check_chunk_size(chunk_size)
     check_choice("mode", mode, CAUSAL_MODES if causal else NONCAUSAL_MODES)
     check_choice("inhibit", inhibit, INHIBIT_MODES)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not (eps >= 0.0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    check_nala_options(lam, tau, temperature, power, alpha, eps)
+    if feature_eps is not None:
+        check_nala_options(eps=feature_eps)
     if not causal and (initial_state is not None or output_final_state):
         raise ValueError("initial_state and output_final_state need causal=True (non-causal attention has no state)")
     feature_eps = eps if feature_eps is None else feature_eps
@@ -106,6 +115,7 @@ def nala_attention(
             feature_eps=feature_eps,
             **options,
         )
+    check_key_range(k, lam, upcast(k).dtype)  # the reference forms check in nala_key_map
     batch, seq_len, heads, dim = q.shape
     mask = check_attention_mask(attention_mask, batch, seq_len)
     cu_seqlens = check_cu_seqlens(cu_seqlens, batch, seq_len)
@@ -199,13 +209,13 @@ def reference_nala_attention(
     *,
     causal: bool = False,
     rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    lam: float = 3.0,
-    tau: float = 0.5,
-    temperature: float = 1.0,
-    inhibit: str = "sign",
-    alpha: float = 20.0,
+    lam: float = NALA_LAM,
+    tau: float = NALA_TAU,
+    temperature: float = NALA_TEMPERATURE,
+    inhibit: str = NALA_INHIBIT,
+    alpha: float = NALA_ALPHA,
     power: float | None = None,
-    eps: float = 1e-6,
+    eps: float = NALA_EPS,
     feature_eps: float | None = None,
     attention_mask: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
