@@ -110,11 +110,11 @@ class NaLaFeatureMap(FeatureMap):
         super().__init__()
         if inhibit not in INHIBIT_MODES:
             raise ValueError(f"inhibit must be one of {INHIBIT_MODES}, got {inhibit!r}")
-        self.mode = temperature if isinstance(temperature, str) else None
-        if self.mode is not None and self.mode not in TEMPERATURE_MODES:
+        self.temperature_mode = temperature if isinstance(temperature, str) else None
+        if self.temperature_mode is not None and self.temperature_mode not in TEMPERATURE_MODES:
             raise ValueError(f"temperature must be a number > 0 or one of {TEMPERATURE_MODES}, got {temperature!r}")
-        op_temperature = 1.0 if self.mode is not None else temperature
-        if self.mode == "sqrt_d":
+        op_temperature = 1.0 if self.temperature_mode is not None else temperature
+        if self.temperature_mode == "sqrt_d":
             if not isinstance(head_dim, int) or head_dim <= 0:
                 raise ValueError(f"temperature='sqrt_d' needs head_dim, a positive int, got {head_dim!r}")
             op_temperature = math.sqrt(head_dim)
@@ -125,12 +125,12 @@ class NaLaFeatureMap(FeatureMap):
         self.op_temperature = float(op_temperature)
         self.momentum = momentum
         self._initialised = True
-        if self.mode in ("learned", "running"):
+        if self.temperature_mode in ("learned", "running"):
             if not isinstance(num_heads, int) or num_heads <= 0:
                 raise ValueError(f"temperature={temperature!r} needs num_heads, a positive int, got {num_heads!r}")
             if not 0.0 < momentum <= 1.0:
                 raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
-            if self.mode == "learned":
+            if self.temperature_mode == "learned":
                 self.log_temperature = nn.Parameter(torch.zeros(num_heads))
             else:
                 self.register_buffer("running_temperature", torch.ones(num_heads))
@@ -140,9 +140,9 @@ class NaLaFeatureMap(FeatureMap):
 
     def head_temperatures(self) -> torch.Tensor | None:
         """The per-head ``T_h`` ``[H]`` of a ``"learned"`` / ``"running"`` map (None for a float or ``"sqrt_d"``)."""
-        if self.mode == "learned":
+        if self.temperature_mode == "learned":
             return self.log_temperature.exp()
-        if self.mode == "running":
+        if self.temperature_mode == "running":
             return self.running_temperature
         return None
 
@@ -161,7 +161,7 @@ class NaLaFeatureMap(FeatureMap):
         if self._initialised:
             return
         median = self._median_norm(q)
-        if self.mode == "learned":
+        if self.temperature_mode == "learned":
             self.log_temperature.copy_(median.log())
         else:
             self.running_temperature.copy_(median)
@@ -184,15 +184,15 @@ class NaLaFeatureMap(FeatureMap):
 
         Feed the result to the NaLa op with ``temperature=self.op_temperature``.
         """
-        if self.mode not in ("learned", "running"):
+        if self.temperature_mode not in ("learned", "running"):
             return q
-        heads = (self.log_temperature if self.mode == "learned" else self.running_temperature).numel()
+        heads = (self.log_temperature if self.temperature_mode == "learned" else self.running_temperature).numel()
         if q.shape[-2] != heads:
             raise ValueError(
                 f"q [B, T, H, D] has H={q.shape[-2]} heads, the per-head temperature was built for {heads}"
             )
         self._initialise(q)
-        if self.mode == "running" and self.training:
+        if self.temperature_mode == "running" and self.training:
             with torch.no_grad():
                 self.running_temperature.lerp_(self._median_norm(q), self.momentum)
         q = upcast(q)
