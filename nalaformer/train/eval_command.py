@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from nalaformer.reporting import json_line, to_json
 from nalaformer.train.recipes import load_recipe
 from nalaformer.train.recipes.common import read_run_config
 
@@ -42,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
         )
         record = {"split": "text", "text": str(args.text), "ema": args.ema, **metrics}
         with open(Path(args.run_dir) / "eval.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record, indent=1))
+            handle.write(json_line(record) + "\n")
+        print(json.dumps(to_json(record), indent=1))
         return 0
     metrics = recipe.evaluate_run(
         args.run_dir,
@@ -55,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
     )
     record = {"split": args.split, "ema": args.ema, **metrics}
     with open(Path(args.run_dir) / "eval.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record, indent=1))
+        handle.write(json_line(record) + "\n")
+    print(json.dumps(to_json(record), indent=1))
     return 0

@@ -49,6 +49,7 @@ except ModuleNotFoundError as error:  # the command's parser still loads, so --h
 else:
     _MISSING = None
 
+from nalaformer.reporting import to_json
 from nalaformer.train.lm_loading import load_model_and_tokenizer
 
 INSTALL_HINT = "the lm-evaluation-harness adapter needs the harness extra: pip install 'nalaformer[harness]'"
@@ -340,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         ema=args.ema,
     )
     for task, metrics in results.items():
-        print(json.dumps({"task": task, **metrics}, default=str))
+        print(json.dumps(to_json({"task": task, **metrics}), default=str))
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+        Path(args.output).write_text(json.dumps(to_json(results), indent=1, default=str), encoding="utf-8")
     return 0

@@ -53,3 +53,20 @@ def test_missing_matplotlib_names_the_plot_extra(no_matplotlib, tmp_path):
     rows = [{"mixer": "nala", "context": 8, "per_token_ms": 1.0}]
     with pytest.raises(ImportError, match=r"nalaformer\[plot\]"):
         bench_report.plot_series(rows, "context", "per_token_ms", "mixer", tmp_path / "x.png", "t")
+
+
+def test_eval_command_writes_a_nan_metric_as_null(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from nalaformer.cli import main
+    from nalaformer.train import eval_command
+
+    def evaluate_run(run_dir, **kwargs):
+        return {"loss": math.nan, "accuracy": 0.5}
+
+    monkeypatch.setattr(eval_command, "read_run_config", lambda run_dir: ("image", None, None))
+    monkeypatch.setattr(eval_command, "load_recipe", lambda name: SimpleNamespace(evaluate_run=evaluate_run))
+    assert main(["eval", str(tmp_path)]) == 0
+    expected = {"split": "val", "ema": False, "loss": None, "accuracy": 0.5}
+    assert read_metrics(tmp_path / "eval.jsonl") == [expected]
+    assert json.loads(capsys.readouterr().out) == expected
