@@ -6,11 +6,14 @@ them) as ``uint8 [N, C, H, W]`` tensors, or as file paths decoded on access for 
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import importlib
 import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,12 +182,49 @@ def load_idx_directory(
     return ImageSource(name, list(classes), 1, (int(height), int(width)), train, test)
 
 
+def _numpy_core(module: str) -> Any:
+    # numpy 2 moved numpy.core to numpy._core; files pickled by either name must load under both
+    return importlib.import_module(f"numpy._core.{module}" if hasattr(np, "_core") else f"numpy.core.{module}")
+
+
+# The only globals a CIFAR-10 python batch may name: numpy's array rebuilders (pickle protocols 2-5, numpy 1 and 2
+# module names) and the codec Python 3 uses for bytes in protocol 2. Containers, numbers, strings and bytes need none.
+_CIFAR_GLOBALS = {
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): ("multiarray", "_reconstruct") for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): ("multiarray", "scalar") for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): ("numeric", "_frombuffer") for core in ("core", "_core")},
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, numbers, strings, bytes and numpy arrays: a tampered batch file
+    cannot run code (a plain ``pickle.load`` would call whatever the file names)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_GLOBALS:
+            core_module, attribute = _CIFAR_GLOBALS[(module, name)]
+            return getattr(_numpy_core(core_module), attribute)
+        if (module, name) == ("numpy", "ndarray"):
+            return np.ndarray
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        if (module, name) == ("_codecs", "encode"):
+            return codecs.encode
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, which a CIFAR-10 batch never holds (only dicts, lists, bytes and numpy "
+            f"arrays); the file is not a CIFAR-10 batch or was tampered with, so it is not loaded"
+        )
+
+
 def _unpickle_batch(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError) as error:
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as error:
         raise ValueError(f"load_cifar10: cannot read the CIFAR-10 batch {str(path)!r}: {error}") from error
+    if not isinstance(batch, dict):
+        raise ValueError(f"load_cifar10: {str(path)!r} holds a {type(batch).__name__}, not a CIFAR-10 batch (a dict)")
+    return batch
 
 
 def _cifar_split(paths: list[Path]) -> ImageSplit:

@@ -120,6 +120,36 @@ def test_cifar10_python_batches(tmp_path):
         load_cifar10(tmp_path / "nothing")
 
 
+class _Planted:
+    """A pickled object that, when unpickled by a plain ``pickle.load``, creates the file ``marker`` (code runs)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar10_batches_load_with_every_pickle_protocol(tmp_path, protocol):
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": data, b"labels": [3, 4]}, protocol=protocol))
+    source = load_cifar10(tmp_path)
+    assert torch.equal(source.train.images.flatten(1), torch.from_numpy(data)) and source.train.labels.tolist() == [
+        3,
+        4,
+    ]
+
+
+def test_a_tampered_cifar10_batch_is_rejected_without_running_its_code(tmp_path):
+    marker = tmp_path / "code-ran"
+    batch = {b"data": np.zeros((1, 3072), dtype=np.uint8), b"labels": [0], b"extra": _Planted(marker)}
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=r"data_batch_1.*names io\.open.*tampered"):
+        load_cifar10(tmp_path)
+    assert not marker.exists()
+
+
 def _image_folder(root: Path) -> None:
     from PIL import Image
 

@@ -129,3 +129,20 @@ def test_mismatched_model_is_reported(tmp_path):
     path = _save(tmp_path, 1, mlp())
     with pytest.raises(CheckpointError, match="does not match the model"):
         load_weights(path, nn.Linear(6, 3))
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    """A checkpoint or state file is data, never code: every ``torch.load`` passes ``weights_only=True``."""
+    import ast
+    from pathlib import Path
+
+    import nalaformer
+
+    calls = []
+    for path in Path(nalaformer.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("torch.load", "load") and node.args:
+                keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if ast.unparse(node.func) == "torch.load" or "weights_only" in keywords:
+                    calls.append((path.name, node.lineno, keywords.get("weights_only")))
+    assert calls and all(value == "True" for _, _, value in calls), calls
