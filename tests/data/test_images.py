@@ -135,10 +135,8 @@ def test_cifar10_batches_load_with_every_pickle_protocol(tmp_path, protocol):
     data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
     (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": data, b"labels": [3, 4]}, protocol=protocol))
     source = load_cifar10(tmp_path)
-    assert torch.equal(source.train.images.flatten(1), torch.from_numpy(data)) and source.train.labels.tolist() == [
-        3,
-        4,
-    ]
+    assert torch.equal(source.train.images.flatten(1), torch.from_numpy(data))
+    assert source.train.labels.tolist() == [3, 4]
 
 
 def test_a_tampered_cifar10_batch_is_rejected_without_running_its_code(tmp_path):
