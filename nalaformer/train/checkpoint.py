@@ -180,7 +180,10 @@ def save_checkpoint(
         raise
     if keep is not None:
         for old in checkpoints_by_write_order(directory)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            # renamed away first, so an interruption never leaves a half-deleted step_* folder
+            doomed = directory / f".tmp-drop-{old.name}-{os.getpid()}"
+            os.replace(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 

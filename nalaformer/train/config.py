@@ -112,7 +112,7 @@ class TrainConfig:
     precision: str = option("fp32", "fp32, or bf16 autocast", choices=PRECISIONS)
     ema_decay: float = option(0.0, "decay of an exponential moving average of the weights (0: no EMA)", min=0, max=1)
     eval_every: int = option(0, "evaluate every N steps (0: only at the end)", min=0)
-    eval_batches: int = option(0, "batches per evaluation (0: the whole validation set)", min=0)
+    eval_batches: int = option(0, "batches per evaluation, a fixed random subset (0: the whole validation set)", min=0)
     eval_batch_size: int = option(0, "evaluation batch size per rank (0: same as the training micro-batch)", min=0)
     log_every: int = option(10, "log training metrics every N steps", min=1)
     checkpoint_every: int = option(0, "save a checkpoint every N steps (0: only at the end)", min=0)

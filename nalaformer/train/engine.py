@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import random
 import time
 import warnings
@@ -53,7 +54,7 @@ from nalaformer.train.distributed import (
 )
 from nalaformer.train.metrics import MetricsLog, WeightedMeans, as_float, format_metrics
 from nalaformer.train.optim import WarmupCosine, build_ema, build_optimizer, build_scheduler
-from nalaformer.train.run_folder import claim_run_dir
+from nalaformer.train.run_folder import claim_run_dir, settings_differences
 from nalaformer.train.sampling import DataPosition, GlobalBatchSampler, evaluation_batches
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, Any]]]
@@ -290,6 +291,8 @@ class _TrainingRun:
         self.position = DataPosition()
         self.skipped_steps = 0
         self.last_checkpoint: Path | None = None
+        self.payload = _config_payload(config, run_config)
+        self.interval, self.interval_seconds = WeightedMeans(), 0.0
         self.resumed_from = self._resume_target()
         if self.resumed_from is not None:
             self._load(self.resumed_from)
@@ -303,7 +306,7 @@ class _TrainingRun:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.log.truncate_after(self.step)
-            self._write_config(run_config)
+            self._write_config()
 
     def _resume_target(self) -> Path | None:
         target = self.config.resume
@@ -337,6 +340,7 @@ class _TrainingRun:
                 f"TrainConfig.batch_size={config.batch_size} differs from the checkpoint's {state.get('batch_size')} "
                 f"({str(path)!r}); resume with the same global batch size"
             )
+        self._check_settings(path, state)
         load_weights(path, self.model, verify=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -361,14 +365,33 @@ class _TrainingRun:
                 stacklevel=3,
             )
         restore_rng_state(rng_states[min(context.rank, len(rng_states) - 1)])
+        # the logging interval the checkpoint cut, so the logged means equal an uninterrupted run's
+        intervals = state.get("train_interval")
+        if intervals and len(intervals) == context.world_size:
+            sums, weights, seconds = intervals[context.rank]
+            self.interval.merge(sums, weights)
+            self.interval_seconds = float(seconds)
 
-    def _write_config(self, run_config: Any) -> None:
-        if run_config is None:
-            payload = {"train": to_dict(self.config)}
-        elif dataclasses.is_dataclass(run_config):
-            payload = to_dict(run_config)
+    def _check_settings(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse to continue a checkpoint under other settings (``RESUMABLE_SETTINGS`` aside), naming them."""
+        if "run_config" in state:
+            saved = json.loads(state["run_config"])
         else:
-            payload = dict(run_config)
+            # checkpoints written before the settings went into state.pt: the config.json of their run folder
+            config_file = Path(path).parent.parent / "config.json"
+            if not config_file.is_file():
+                return
+            saved = json.loads(config_file.read_text(encoding="utf-8"))
+        differences = settings_differences(saved, self.payload)
+        if differences:
+            shown = "; ".join(differences[:8]) + ("; ..." if len(differences) > 8 else "")
+            raise ValueError(
+                f"cannot resume from {str(path)!r} with other settings ({shown}): resume with the checkpoint's "
+                f"settings, or start a new run (another --run-dir, or --overwrite)"
+            )
+
+    def _write_config(self) -> None:
+        payload = self.payload
         facts = {
             "world_size": self.context.world_size,
             "device": str(self.context.device),
@@ -391,9 +414,9 @@ class _TrainingRun:
         )
         batches = iter(loader)
         bar = _progress_bar(config, context, self.step)
-        interval, history_start = WeightedMeans(), len(self.log.records)
+        interval, history_start = self.interval, len(self.log.records)
         final_metrics: dict[str, float] = {}
-        interval_start = time.perf_counter()
+        self.interval_start = time.perf_counter()
         try:
             while self.step < config.steps:
                 loss, metrics, grad_norm = self._train_step(batches)
@@ -407,7 +430,7 @@ class _TrainingRun:
                         bar.set_postfix(loss=f"{loss:.4g}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 done = self.step == config.steps
                 if self.step % config.log_every == 0 or done:
-                    elapsed = time.perf_counter() - interval_start
+                    elapsed = self.interval_seconds + time.perf_counter() - self.interval_start
                     means = self._reduce_means(interval)
                     steps_in_interval = self.step % config.log_every or config.log_every
                     record = {"step": self.step, "split": "train", **means, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -415,7 +438,7 @@ class _TrainingRun:
                     self.log.write(record)
                     final_metrics.update({f"train_{k}": v for k, v in means.items()})
                     interval.reset()
-                    interval_start = time.perf_counter()
+                    self.interval_start, self.interval_seconds = time.perf_counter(), 0.0
                 if self.val_data is not None and ((config.eval_every and self.step % config.eval_every == 0) or done):
                     for split, values in self._evaluate().items():
                         self.log.write({"step": self.step, "split": split, **values})
@@ -427,13 +450,14 @@ class _TrainingRun:
                 ):
                     self._save()
         except KeyboardInterrupt:
+            newest = self._newest_checkpoint_on_disk()
             where = (
-                f"the newest checkpoint, {str(self.last_checkpoint)!r}, is complete (continue with --resume)"
-                if self.last_checkpoint is not None
+                f"the newest checkpoint, {str(newest)!r}, is complete (continue with --resume)"
+                if newest is not None
                 else "no checkpoint had been written yet"
             )
             message = f"interrupted during step {self.step + 1} of {config.steps}; {where}"
-            raise TrainingInterrupted(message, self.step, self.last_checkpoint) from None
+            raise TrainingInterrupted(message, self.step, newest) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -447,6 +471,14 @@ class _TrainingRun:
             checkpoint=self.last_checkpoint,
             skipped_steps=self.skipped_steps,
         )
+
+    def _newest_checkpoint_on_disk(self) -> Path | None:
+        # an interruption may land after a checkpoint's rename and before it was recorded: the folder decides
+        if self.checkpoint_dir is None or not self.context.is_main:
+            return self.last_checkpoint
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return latest_valid_checkpoint(self.checkpoint_dir) or self.last_checkpoint
 
     def _train_step(self, batches) -> tuple[float | None, dict[str, float], float]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, metrics, grad norm) or a ``None``
@@ -539,6 +571,8 @@ class _TrainingRun:
     def _save(self) -> None:
         # Every rank's RNG state goes into the checkpoint (collective call), rank 0 writes it.
         rng_states = gather_objects(capture_rng_state(), self.context)
+        seconds = self.interval_seconds + time.perf_counter() - self.interval_start
+        intervals = gather_objects((dict(self.interval.sums), dict(self.interval.weights), seconds), self.context)
         if not self.context.is_main:
             return
         state = {
@@ -549,6 +583,8 @@ class _TrainingRun:
             "batch_size": self.config.batch_size,
             "world_size": self.context.world_size,
             "skipped_steps": self.skipped_steps,
+            "train_interval": intervals,
+            "run_config": json.dumps(self.payload, default=str),
         }
         if self.ema is not None:
             state["ema_updates"] = int(self.ema.n_averaged)
@@ -560,6 +596,15 @@ class _TrainingRun:
             ema=self.ema.module if self.ema is not None else None,
             keep=self.config.keep_checkpoints,
         )
+
+
+def _config_payload(config: TrainConfig, run_config: Any) -> dict[str, Any]:
+    """What ``config.json`` records: the full run configuration (default: the training section alone)."""
+    if run_config is None:
+        return {"train": to_dict(config)}
+    if dataclasses.is_dataclass(run_config):
+        return to_dict(run_config)
+    return dict(run_config)
 
 
 def _progress_bar(config: TrainConfig, context: DistributedContext, start: int):

@@ -10,16 +10,21 @@ inside). It
 - refuses a folder that already holds a run unless the run resumes it (``resume``) or replaces it (``overwrite``,
   which deletes the old contents first).
 
+A resumed run must keep the checkpoint's settings (:func:`settings_differences`), apart from those in
+:data:`RESUMABLE_SETTINGS` (length, reporting, threads, device).
+
 Claims nest within one process (the recipe's and the engine's): only the outermost one checks and locks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from nalaformer.train.distributed import DistributedContext, broadcast_object
 
@@ -139,3 +144,65 @@ def _claim(run_dir: Path, resume: str | None, overwrite: bool) -> Iterator[None]
     finally:
         _HELD.pop(key, None)
         handle.close()
+
+
+# Settings a resumed run may change: how long it runs and how it reports, where and with what it runs. Everything
+# else (the model, the data, the optimisation: lr, schedule shape, batch, seed, precision, EMA, ...) must equal the
+# checkpoint's, or the continued run would not be the run the checkpoint belongs to. ``steps`` may grow (the cosine
+# schedule is recomputed for the new length); ``skip_nonfinite`` may be switched on to get past a bad batch.
+RESUMABLE_SETTINGS = frozenset(
+    f"train.{name}"
+    for name in (
+        "steps",
+        "eval_every",
+        "eval_batches",
+        "eval_batch_size",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "skip_nonfinite",
+        "num_workers",
+        "cpu_threads",
+        "device",
+        "progress",
+        "run_dir",
+        "resume",
+        "overwrite",
+    )
+)
+
+# Facts about the process (world size, device, torch version), not settings of the run.
+_FACTS_SECTION = "run"
+
+
+def _flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in payload.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _settings(payload: dict[str, Any]) -> dict[str, Any]:
+    # a JSON round trip, as config.json stores them: tuples and lists compare equal
+    plain = json.loads(json.dumps(payload, default=str))
+    return _flatten({key: value for key, value in plain.items() if key != _FACTS_SECTION})
+
+
+def settings_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings (dotted names, e.g. ``model.mixer``) in which ``current`` differs from ``saved``, each as
+    ``"name: saved -> current"``; settings in :data:`RESUMABLE_SETTINGS` and process facts are ignored."""
+    before, after = _settings(saved), _settings(current)
+    missing = object()
+    differences = []
+    for name in sorted(set(before) | set(after)):
+        if name in RESUMABLE_SETTINGS:
+            continue
+        old, new = before.get(name, missing), after.get(name, missing)
+        if old != new:
+            shown = ["(absent)" if value is missing else repr(value) for value in (old, new)]
+            differences.append(f"{name}: {shown[0]} -> {shown[1]}")
+    return differences

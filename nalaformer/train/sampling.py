@@ -110,17 +110,30 @@ class GlobalBatchSampler:
             epoch, batch = epoch + 1, 0
 
 
+# Seed of the evaluation subset: fixed, so partial evaluations of any run (any training seed) see the same samples.
+EVAL_SUBSET_SEED = 20_250_626
+
+
+def evaluation_subset(num_samples: int, size: int) -> list[int]:
+    """``size`` sample indices of an evaluation set of ``num_samples``, drawn by a fixed seeded permutation and
+    sorted: the same subset at every evaluation of every run. (A prefix would be biased: validation splits are
+    often ordered by class.)"""
+    if size >= num_samples:
+        return list(range(num_samples))
+    return sorted(epoch_order(num_samples, EVAL_SUBSET_SEED, 0)[:size].tolist())
+
+
 def evaluation_batches(num_samples: int, batch_size: int, rank: int, world_size: int, max_batches: int = 0) -> list:
-    """This rank's evaluation batches: samples ``rank, rank + W, ...`` in order, ``batch_size`` at a time.
+    """This rank's evaluation batches: every ``world_size``-th sample from ``rank`` on, ``batch_size`` at a time.
 
     Args:
         num_samples: evaluation-set size.
         batch_size: samples per batch (> 0).
         rank: this process's rank.
         world_size: number of processes.
-        max_batches: evaluate only the first ``max_batches * batch_size`` samples (0: all of them); the subset does
-            not depend on the number of processes.
+        max_batches: evaluate only ``max_batches * batch_size`` samples, the fixed random subset of
+            :func:`evaluation_subset` (0: all of them); the subset does not depend on the number of processes.
     """
-    total = min(num_samples, max_batches * batch_size) if max_batches else num_samples
-    mine = list(range(rank, total, world_size))
+    chosen = evaluation_subset(num_samples, max_batches * batch_size) if max_batches else list(range(num_samples))
+    mine = chosen[rank::world_size]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

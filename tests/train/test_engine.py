@@ -107,6 +107,32 @@ def test_resume_is_bitwise_exact(tmp_path):
     assert train_steps == list(range(2, 13, 2)), "resumed metrics must continue without duplicated steps"
 
 
+def test_resumed_run_logs_the_same_training_means_as_an_uninterrupted_one(tmp_path):
+    """Checkpoints every 3 steps and logs every 2: the step-3 checkpoint cuts a logging interval in two."""
+
+    def run(run_dir, crash_after_calls=None, resume=None):
+        calls = itertools.count(1)
+
+        def loss_fn(model, batch):
+            if crash_after_calls is not None and next(calls) > crash_after_calls:
+                raise KeyboardInterrupt("simulated interruption")
+            return classification_loss(model, batch)
+
+        config = quiet(steps=6, checkpoint_every=3, log_every=2, run_dir=str(run_dir), resume=resume)
+        return train(mlp(), toy_data(), loss_fn, config)
+
+    def logged(run_dir):
+        records = read_metrics(run_dir / "metrics.jsonl")
+        return [{k: v for k, v in r.items() if k != "samples_per_second"} for r in records if r["split"] == "train"]
+
+    run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt, match="interrupted during step 5 of 6"):
+        run(tmp_path / "cut", crash_after_calls=4)
+    run(tmp_path / "cut", resume="auto")
+    assert [r["step"] for r in logged(tmp_path / "cut")] == [2, 4, 6]
+    assert logged(tmp_path / "cut") == logged(tmp_path / "straight")
+
+
 def test_resume_rejects_a_different_global_batch(tmp_path):
     _resumable_run(tmp_path / "run")
     config = quiet(steps=14, batch_size=16, run_dir=str(tmp_path / "run"), resume="auto")

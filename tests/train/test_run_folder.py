@@ -160,3 +160,21 @@ def test_ctrl_c_during_train_prints_one_line_naming_the_checkpoint_and_exits_130
     newest = lines[0].split("'")[1]
     assert latest_valid_checkpoint(run_dir / "checkpoints") == Path(newest)
     assert json.loads((run_dir / "config.json").read_text())["recipe"] == "image"
+
+
+def test_resume_refuses_other_model_or_data_settings_naming_them(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main([*IMAGE, "--steps", "4", "--run-dir", str(run_dir)]) == 0
+    config = (run_dir / "config.json").read_bytes()
+    capsys.readouterr()
+    changed = ["--model.options", '{"width": 4}', "--data.val-fraction", "0.2", "--lr", "0.01"]
+    assert main([*IMAGE, *changed, "--steps", "6", "--resume", "--run-dir", str(run_dir)]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "cannot resume from" in error
+    for named in ("model.options: '{}' -> '{\"width\": 4}'", "data.val_fraction: 0.1 -> 0.2", "train.lr"):
+        assert named in error, named
+    assert (run_dir / "config.json").read_bytes() == config
+    # length, cadence and threads may change on resume
+    extended = ["--steps", "6", "--eval-every", "3", "--cpu-threads", "1", "--keep-checkpoints", "5"]
+    assert main([*IMAGE, *extended, "--resume", "--run-dir", str(run_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 6

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nalaformer.train import DataPosition, GlobalBatchSampler, epoch_order, evaluation_batches
+from nalaformer.train.sampling import evaluation_subset
 
 
 def _steps(sampler: GlobalBatchSampler, steps: int) -> list[list[int]]:
@@ -65,8 +66,18 @@ def test_bad_batch_settings_are_rejected(kwargs, message):
 
 @pytest.mark.parametrize(("world_size", "max_batches"), [(1, 0), (3, 0), (2, 2)], ids=str)
 def test_evaluation_batches_cover_each_sample_once(world_size, max_batches):
-    expected = list(range(min(23, max_batches * 4) if max_batches else 23))
+    expected = evaluation_subset(23, max_batches * 4) if max_batches else list(range(23))
     seen = [
         i for r in range(world_size) for batch in evaluation_batches(23, 4, r, world_size, max_batches) for i in batch
     ]
     assert sorted(seen) == expected
+
+
+def test_partial_evaluation_is_a_fixed_random_subset_not_a_class_sorted_prefix():
+    # a validation split ordered by class (as MNIST-5k's is): 10 classes of 50 samples
+    labels = [index // 50 for index in range(500)]
+    batches = evaluation_batches(500, 8, 0, 1, max_batches=4)
+    chosen = [i for batch in batches for i in batch]
+    assert len(chosen) == len(set(chosen)) == 32 and chosen != list(range(32))
+    assert len({labels[i] for i in chosen}) >= 8, "the subset must span the classes"
+    assert evaluation_batches(500, 8, 0, 1, max_batches=4) == batches, "the same subset at every evaluation"
