@@ -20,11 +20,11 @@ import torch
 from nalaformer.reporting import write_json
 from nalaformer.reproduce.jobs import result_path, run_job
 from nalaformer.reproduce.plan import StudyPlan, study_plan
+from nalaformer.reproduce.workers import stop_workers, worker_init
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+class StudyInterrupted(KeyboardInterrupt):
+    """The study was interrupted (Ctrl-C) after writing what had finished; the message says how to resume."""
 
 
 def _job_entry(task, mixer, seed, out_dir, queries) -> dict[str, Any]:
@@ -85,9 +85,10 @@ def run_training_jobs(plan: StudyPlan, out_dir: Path, workers: int, progress: bo
     if bar is not None:
         bar.update(len(plan.jobs()) - len(pending))
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    ) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=worker_init, initargs=(threads, os.getpid())
+    )
+    try:
         futures = {
             pool.submit(_job_entry, task, mixer, seed, str(out_dir), plan.diagnostic_queries): (task.name, mixer)
             for task, mixer, seed in pending
@@ -103,8 +104,14 @@ def run_training_jobs(plan: StudyPlan, out_dir: Path, workers: int, progress: bo
             if bar is not None:
                 bar.set_postfix_str("/".join(futures[future]))
                 bar.update(1)
-    if bar is not None:
-        bar.close()
+    except BaseException:
+        # Ctrl-C (or any error here): stop now instead of waiting for every queued job
+        stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
     return failures
 
 
@@ -153,15 +160,34 @@ def run_study(
 
     start = time.perf_counter()
     failures: list[dict[str, Any]] = []
-    if "spikiness" in sections:
-        controlled_section(out_dir)
-    if "accuracy" in sections:
-        check_data_available(plan)
-        failures = run_training_jobs(plan, out_dir, workers, progress)
-    if "efficiency" in sections:
-        efficiency_section(out_dir, plan)
-        model_efficiency_section(out_dir, plan)
+    try:
+        if "spikiness" in sections:
+            controlled_section(out_dir)
+        if "accuracy" in sections:
+            check_data_available(plan)
+            failures = run_training_jobs(plan, out_dir, workers, progress)
+        if "efficiency" in sections:
+            efficiency_section(out_dir, plan)
+            model_efficiency_section(out_dir, plan)
+    except KeyboardInterrupt:
+        raise _interrupted(out_dir, plan, failures) from None
     results = collect_results(out_dir, plan, failures)
     results["elapsed_seconds_this_call"] = time.perf_counter() - start
     write_report(out_dir, results)
     return results
+
+
+def _interrupted(out_dir: Path, plan: StudyPlan, failures: list[dict[str, Any]]) -> StudyInterrupted:
+    """Write the report of what has finished; the exception to raise, saying how to resume."""
+    from nalaformer.reproduce.report import collect_results, write_report
+
+    finished = sum(result_path(out_dir, t.name, m, s).is_file() for t, m, s in plan.jobs())
+    try:
+        write_report(out_dir, collect_results(out_dir, plan, failures))
+        written = f"the report of what finished is {str(out_dir / 'report.md')!r}"
+    except Exception as error:  # a partial study may lack what a section of the report needs
+        written = f"no report yet ({type(error).__name__}: {error})"
+    return StudyInterrupted(
+        f"interrupted with {finished} of {len(plan.jobs())} training runs finished; {written}; run the same command "
+        f"again to resume (cut runs continue from their last checkpoint)"
+    )
