@@ -273,12 +273,12 @@ def _bad(**changes):
 
 
 BAD_INPUTS = [
-    pytest.param(_bad(q=torch.zeros(2, 5, 16)), ValueError, "q must have rank 4", id="q-rank3"),
+    pytest.param(_bad(q=torch.zeros(2, 5, 16)), ValueError, "q must have 4 dimensions", id="q-rank3"),
     pytest.param(_bad(k=torch.zeros(2, 5, 2, 15)), ValueError, "k must have the shape of q", id="k-wrong-Dk"),
     pytest.param(_bad(v=torch.zeros(2, 6, 2, 8)), ValueError, "v must have [B, T, H]", id="v-wrong-T"),
     pytest.param(_bad(beta=torch.zeros(2, 5, 3)), ValueError, "beta must have shape", id="beta-wrong-H"),
     pytest.param(_bad(g=torch.zeros(1, 5, 2)), ValueError, "g must have shape", id="g-wrong-B"),
-    pytest.param(_bad(q=torch.zeros(2, 5, 2, 16, dtype=torch.long)), TypeError, "floating dtype", id="q-int"),
+    pytest.param(_bad(q=torch.zeros(2, 5, 2, 16, dtype=torch.long)), TypeError, "floating-point dtype", id="q-int"),
     pytest.param(_bad(beta=torch.ones(2, 5, 2, dtype=torch.int32)), TypeError, "beta must have", id="beta-int"),
     pytest.param(_bad(v=torch.zeros(2, 5, 2, 8, dtype=torch.float64)), TypeError, "share one dtype", id="v-dtype"),
     pytest.param(_bad(q=[0.0]), TypeError, "q must be a torch.Tensor", id="q-list"),
@@ -286,8 +286,8 @@ BAD_INPUTS = [
     pytest.param(_bad(scale="big"), TypeError, "scale must be a real number", id="scale-str"),
     pytest.param(_bad(initial_state=torch.zeros(2, 2, 8, 16)), ValueError, "initial_state must have", id="state-T"),
     pytest.param(_bad(attention_mask=torch.ones(2, 4)), ValueError, "attention_mask must have shape", id="mask-shape"),
-    pytest.param(_bad(attention_mask=torch.full((2, 5), 2)), ValueError, "only 0 and 1", id="mask-values"),
-    pytest.param(_bad(cu_seqlens=torch.tensor([0, 5])), ValueError, "batch size 1", id="cu-B2"),
+    pytest.param(_bad(attention_mask=torch.full((2, 5), 2)), ValueError, "only 0/1", id="mask-values"),
+    pytest.param(_bad(cu_seqlens=torch.tensor([0, 5])), ValueError, "the batch dimension must be 1", id="cu-B2"),
     pytest.param(_bad(chunk_size=0), ValueError, "chunk_size must be a positive int, got 0", id="chunk0"),
     pytest.param(_bad(chunk_size=-3), ValueError, "chunk_size must be a positive int, got -3", id="chunk-neg"),
     pytest.param(_bad(mode="fused"), ValueError, "mode must be one of", id="mode"),
@@ -312,9 +312,9 @@ def test_invalid_inputs_raise_clear_errors(changes, error, message):
 BAD_CU_SEQLENS = [
     pytest.param(torch.tensor([0.0, 5.0]), TypeError, "integer dtype", id="float"),
     pytest.param(torch.tensor([1, 5]), ValueError, "start at 0", id="not-from-0"),
-    pytest.param(torch.tensor([0, 3, 3, 5]), ValueError, "increase strictly", id="repeated"),
-    pytest.param(torch.tensor([0, 4]), ValueError, "end at the packed length 5", id="short"),
-    pytest.param(torch.tensor([[0, 5]]), ValueError, "1-D", id="2d"),
+    pytest.param(torch.tensor([0, 3, 3, 5]), ValueError, "strictly increasing", id="repeated"),
+    pytest.param(torch.tensor([0, 4]), ValueError, "end at the total packed length T=5", id="short"),
+    pytest.param(torch.tensor([[0, 5]]), ValueError, "1-D integer tensor", id="2d"),
 ]
 
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from nalaformer.ops.delta_rule.inputs import check_chunk_size, run_delta_rule_form
+from nalaformer.ops.delta_rule.inputs import run_delta_rule_form
+from nalaformer.ops.validation import check_chunk_size
 
 
 def _chunk_core(
@@ -95,7 +96,8 @@ def chunk_delta_rule(
     Equal to ``naive_recurrent_delta_rule`` in outputs, final state and gradients up to rounding. Arguments, returns and
     rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
     """
-    core = functools.partial(_chunk_core, chunk_size=check_chunk_size(chunk_size))
+    check_chunk_size(chunk_size)
+    core = functools.partial(_chunk_core, chunk_size=chunk_size)
     return run_delta_rule_form(
         core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens
     )

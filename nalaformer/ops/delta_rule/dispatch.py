@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from nalaformer.ops.delta_rule.chunk import chunk_delta_rule
-from nalaformer.ops.delta_rule.inputs import check_chunk_size, check_mode
+from nalaformer.ops.delta_rule.inputs import check_mode
 from nalaformer.ops.delta_rule.naive import naive_recurrent_delta_rule
 from nalaformer.ops.delta_rule.recurrent import recurrent_delta_rule
+from nalaformer.ops.validation import check_chunk_size
 
 # At or below this many tokens "auto" steps token by token (decoding). Measured on CPU (H=4, D=64): recurrent
 # 0.11 ms vs chunk 0.28 ms at T=1, about equal at T=4, chunk 8x faster at T=64.
@@ -71,7 +72,7 @@ def delta_rule(
             ``cu_seqlens`` or ``attention_mask``, ``chunk_size <= 0``, an unknown ``mode``.
     """
     mode = check_mode(mode)
-    chunk_size = check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     if mode == "auto":
         length = q.shape[1] if isinstance(q, torch.Tensor) and q.ndim == 4 else 0
         if cu_seqlens is not None and isinstance(cu_seqlens, torch.Tensor) and cu_seqlens.numel() > 1:
