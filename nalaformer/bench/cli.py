@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             rounds=args.rounds or (1 if tiny else 5),
             sdpa_max_len=args.sdpa_max_len,
-            memory_methods=() if args.no_memory else ("nala", "sdpa"),
+            memory_methods=() if args.no_memory else ("nala", "nala_rope", "sdpa"),
             threads=args.threads,
             min_round_s=0.0 if tiny else 0.02,
         )

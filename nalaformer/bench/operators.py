@@ -9,6 +9,7 @@ from :mod:`nalaformer.bench.memory`, one fresh process per configuration.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from nalaformer.layers.feature_maps import (
     PolarityFeatureMap,
     ReluFeatureMap,
 )
-from nalaformer.ops import linear_attention, nala_attention
+from nalaformer.ops import linear_attention, nala_attention, rope_angles_1d
 from nalaformer.ops.feature_maps import reference_sign_split_power
 from nalaformer.ops.validation import upcast
 
@@ -43,7 +44,7 @@ BASELINE_MAPS: dict[str, Callable[[int, int, bool], FeatureMap]] = {
     "cosformer": lambda heads, dim, causal: CosFormerFeatureMap(causal, max_len=1 << 20),
     "hedgehog": lambda heads, dim, causal: HedgehogFeatureMap(heads, dim),
 }
-METHODS = ("nala", "nala_plain", *BASELINE_MAPS, "sdpa")
+METHODS = ("nala", "nala_rope", "nala_plain", *BASELINE_MAPS, "sdpa")
 REFERENCE = "sdpa"
 PASSES = ("fwd", "fwd+bwd")
 
@@ -88,10 +89,18 @@ def sdpa_backend(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         yield
 
 
+@functools.lru_cache(maxsize=4)
+def _rope_tables(seq_len: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return rope_angles_1d(seq_len, head_dim, device=device)
+
+
 def build_method(method: str, causal: bool, heads: int, head_dim: int, device: torch.device) -> Attention:
     """The attention ``(q, k, v) -> o`` of ``method`` (one of :data:`METHODS`) on ``[B, T, H, D]`` tensors."""
     if method == "nala":
         return lambda q, k, v: nala_attention(q, k, v, causal=causal)
+    if method == "nala_rope":
+        # what every model layer calls: decoupled RoPE (rotated numerator, plain denominator); tables made once per T
+        return lambda q, k, v: nala_attention(q, k, v, causal=causal, rope=_rope_tables(q.shape[1], head_dim, q.device))
     if method == "nala_plain":
         return lambda q, k, v: plain_nala_attention(q, k, v, causal)
     if method == "sdpa":
@@ -197,7 +206,7 @@ class OperatorSettings:
     rounds: int = 5
     sdpa_max_len: int = 16384
     plain_max_len: int = 16384
-    memory_methods: Sequence[str] = ("nala", "sdpa")
+    memory_methods: Sequence[str] = ("nala", "nala_rope", "sdpa")
     threads: int | None = None
     min_round_s: float = 0.02
 
@@ -216,8 +225,9 @@ def run_operator_benchmarks(
     """Time (and measure the memory of) every method at every length; one row per method, mode, length and pass.
 
     Row fields: ``method, causal, seq_len, pass, median_ms, min_ms, max_ms, rounds, speedup_vs_sdpa`` (SDPA's time
-    over the method's, paired per round; empty where SDPA was skipped), ``peak_mib, peak_bytes_per_token``
-    (forward+backward rows of ``memory_methods``) and ``note``.
+    over the method's, paired per round; empty where SDPA was skipped), ``rope_over_plain`` (``nala_rope`` rows: its
+    time over ``nala``'s, paired per round), ``peak_mib, peak_bytes_per_token`` (forward+backward rows of
+    ``memory_methods``) and ``note``.
     """
     methods = list(dict.fromkeys([*settings.methods, REFERENCE]))
     for method in methods:
@@ -249,6 +259,7 @@ def run_operator_benchmarks(
                 for pass_name in PASSES:
                     timing = timings.get(f"{method}|{pass_name}")
                     reference = timings.get(f"{REFERENCE}|{pass_name}")
+                    plain = timings.get(f"nala|{pass_name}") if method == "nala_rope" else None
                     row: dict[str, Any] = {
                         "method": method,
                         "causal": causal,
@@ -260,6 +271,9 @@ def run_operator_benchmarks(
                         "rounds": 0 if timing is None else timing.rounds,
                         "speedup_vs_sdpa": (
                             math.nan if timing is None or reference is None else paired_ratio(reference, timing)
+                        ),
+                        "rope_over_plain": (
+                            math.nan if timing is None or plain is None else paired_ratio(timing, plain)
                         ),
                         "peak_mib": math.nan,
                         "peak_bytes_per_token": math.nan,

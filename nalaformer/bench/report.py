@@ -129,14 +129,24 @@ def evaluate_targets(
     """
     targets = []
 
-    def speedup(causal: bool, seq_len: int) -> float | None:
-        row = _find(operators, method="nala", causal=causal, seq_len=seq_len, **{"pass": "fwd+bwd"})
-        return None if row is None else row["speedup_vs_sdpa"]
+    def operator(causal: bool, seq_len: int, key: str, method: str = "nala_rope") -> float | None:
+        row = _find(operators, method=method, causal=causal, seq_len=seq_len, **{"pass": "fwd+bwd"})
+        return None if row is None else row[key]
 
+    # with RoPE: what every model layer runs
     for seq_len, threshold in ((1024, 2), (4096, 10), (16384, 40)):
-        targets.append(_at_least(f"non-causal fwd+bwd vs SDPA, T={seq_len}", speedup(False, seq_len), threshold))
+        name = f"non-causal fwd+bwd with RoPE vs SDPA, T={seq_len}"
+        targets.append(_at_least(name, operator(False, seq_len, "speedup_vs_sdpa"), threshold))
     for seq_len, threshold in ((2048, 2), (16384, 15)):
-        targets.append(_at_least(f"causal fwd+bwd vs causal SDPA, T={seq_len}", speedup(True, seq_len), threshold))
+        name = f"causal fwd+bwd with RoPE vs causal SDPA, T={seq_len}"
+        targets.append(_at_least(name, operator(True, seq_len, "speedup_vs_sdpa"), threshold))
+    for causal in (False, True):
+        for seq_len in (4096, 16384):
+            ratio = operator(causal, seq_len, "rope_over_plain")
+            ratio = math.nan if ratio is None else float(ratio)
+            met = None if math.isnan(ratio) else ratio <= 1.25
+            name = f"{'causal' if causal else 'non-causal'} fwd+bwd time with RoPE / without, T={seq_len}"
+            targets.append(Target(name, "<= 1.25x", ratio, met))
     for causal in (False, True):
         per_token = [
             row["peak_bytes_per_token"]
@@ -199,6 +209,9 @@ def operators_markdown(rows: Sequence[dict[str, Any]], pass_name: str = "fwd+bwd
                     cells.append("–")
                 elif math.isnan(row["speedup_vs_sdpa"]) or method == "sdpa":
                     cells.append(f"{row['median_ms']:.3g}")
+                elif not math.isnan(row.get("rope_over_plain", math.nan)):
+                    ratio = f"{row['speedup_vs_sdpa']:.2g}x, {row['rope_over_plain']:.2f}x no-RoPE time"
+                    cells.append(f"{row['median_ms']:.3g} ({ratio})")
                 else:
                     cells.append(f"{row['median_ms']:.3g} ({row['speedup_vs_sdpa']:.2g}x)")
             table.append([method, *cells])
@@ -220,7 +233,10 @@ def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
         for method in dict.fromkeys(r["method"] for r in selected):
             points = sorted((r["seq_len"], r) for r in selected if r["method"] == method)
             style = dict(
-                marker="o", color=colours[method], linewidth=2.4 if method in ("nala", "sdpa") else 1.2, label=method
+                marker="o",
+                color=colours[method],
+                linewidth=2.4 if method in ("nala", "nala_rope", "sdpa") else 1.2,
+                label=method,
             )
             for axis, key in zip(row_axes, ("median_ms", "speedup_vs_sdpa", "peak_bytes_per_token")):
                 scale = 1024 if key == "peak_bytes_per_token" else 1

@@ -89,6 +89,9 @@ def test_peak_memory_counts_what_the_call_allocates():
 
 def test_targets_are_judged_from_the_rows():
     rows = [
+        dict(method="nala_rope", causal=False, seq_len=1024, speedup_vs_sdpa=2.5, rope_over_plain=math.nan),
+        dict(method="nala_rope", causal=False, seq_len=4096, speedup_vs_sdpa=9.0, rope_over_plain=1.2),
+        dict(method="nala_rope", causal=True, seq_len=16384, speedup_vs_sdpa=16.0, rope_over_plain=1.3),
         dict(method="nala", causal=False, seq_len=1024, speedup_vs_sdpa=2.5, peak_bytes_per_token=math.nan),
         dict(method="nala", causal=False, seq_len=4096, speedup_vs_sdpa=9.0, peak_bytes_per_token=1000.0),
         dict(method="nala", causal=False, seq_len=65536, speedup_vs_sdpa=math.nan, peak_bytes_per_token=1100.0),
@@ -97,9 +100,13 @@ def test_targets_are_judged_from_the_rows():
     decoding = [dict(mixer="nala", context=c, per_token_ms=ms, speedup_vs_reference=s) for c, ms, s in
                 [(1024, 1.0, 1.5), (16384, 1.3, 12.0)]]  # fmt: skip
     targets = {t.name: t for t in report.evaluate_targets(rows, decoding, ())}
-    assert targets["non-causal fwd+bwd vs SDPA, T=1024"].met is True
-    assert targets["non-causal fwd+bwd vs SDPA, T=4096"].met is False
-    assert targets["non-causal fwd+bwd vs SDPA, T=16384"].met is None
+    assert targets["non-causal fwd+bwd with RoPE vs SDPA, T=1024"].met is True
+    assert targets["non-causal fwd+bwd with RoPE vs SDPA, T=4096"].met is False
+    assert targets["non-causal fwd+bwd with RoPE vs SDPA, T=16384"].met is None
+    assert targets["causal fwd+bwd with RoPE vs causal SDPA, T=16384"].met is True
+    assert targets["non-causal fwd+bwd time with RoPE / without, T=4096"].met is True
+    assert targets["causal fwd+bwd time with RoPE / without, T=16384"].met is False
+    assert targets["causal fwd+bwd time with RoPE / without, T=4096"].met is None
     memory = targets["non-causal fwd+bwd peak memory per token, T=4k..64k"]
     assert memory.met is True and memory.measured == pytest.approx(10.0)
     latency = targets["decoding per-token latency, context 1k..16k"]
@@ -128,6 +135,8 @@ def test_bench_command_runs_every_suite_end_to_end(tmp_path, capsys):
     assert {row["method"] for row in rows} == set(operators.METHODS)
     nala = [row for row in rows if row["method"] == "nala" and row["pass"] == "fwd+bwd"]
     assert len(nala) == 4 and all(float(row["speedup_vs_sdpa"]) > 0 for row in nala)
+    rope = [row for row in rows if row["method"] == "nala_rope" and row["pass"] == "fwd+bwd"]
+    assert len(rope) == 4 and all(float(row["rope_over_plain"]) > 0 for row in rope)
     for suite in ("operators", "decoding", "vision"):
         assert next(tmp_path.glob(f"{suite}-*.png")).stat().st_size > 0
     assert next(tmp_path.glob("summary-*.md")).read_text().startswith("# Benchmarks")
