@@ -37,17 +37,20 @@ def running_den_forward(
     """``den_t = a_t · (z_0 + Σ_{s <= t} b_s)`` for chunked ``a_c, b_c [R, N, C, F]`` and ``start = z_0 [R, F]``.
 
     Returns ``(den [R, N, C], total Σ_s b_s [R, F], before [R, N, F])`` (``before``: the sums before each chunk,
-    start included). Running sums (``cumsum`` within a chunk, added to the sums before it) and one row-wise dot: a few
-    passes over the block, where the chunked matmul form would spend a ``C x C x F`` score product on a single column
-    (the denominator has its own features once RoPE rotates the numerator's).
+    start included). Running sums inside each chunk (``cumsum``), a row-wise dot, and the sums before the chunk
+    through a ``[1, F] x [F, C]`` product: a few passes over the block, where the chunked matmul form would spend a
+    ``C x C x F`` score product on a single column (the denominator has its own features once RoPE rotates the
+    numerator's).
     """
-    totals = b_c.sum(dim=2)
+    running = b_c.cumsum(dim=2)
     # exclusive running sum over chunks by shifting the inclusive one (a subtraction would let a NaN of a chunk reach
     # its own earlier positions)
-    running_totals = totals.cumsum(dim=1)
-    before = torch.cat([torch.zeros_like(totals[:, :1]), running_totals[:, :-1]], dim=1).add_(start.unsqueeze(1))
-    running = b_c.cumsum(dim=2).add_(before.unsqueeze(2))
-    return torch.linalg.vecdot(a_c, running), running_totals[:, -1], before
+    running_totals = running[:, :, -1].cumsum(dim=1)
+    before = torch.cat([torch.zeros_like(running_totals[:, :1]), running_totals[:, :-1]], dim=1)
+    before.add_(start.unsqueeze(1))
+    # a row times the features' transpose: matrix-vector products as [F, 1] matmuls are slow on CPU
+    den = (before.unsqueeze(-2) @ a_c.transpose(-1, -2)).squeeze(-2).add_(torch.linalg.vecdot(a_c, running))
+    return den, running_totals[:, -1], before
 
 
 def running_den_backward(
@@ -168,9 +171,9 @@ class NaLaCausal(torch.autograd.Function):
             length = block.stop - block.start
             inputs = kept if kept else _block_inputs(q, k, v, block, query, key, table, valid)
             queries, query_aux, query_features, query_rotated, keys, key_aux, key_features, key_rotated, values = inputs
-            grad = gradient_of_ratio(grad_o, o, den, valid, block)
             saved_block = saved[index * per_block : (index + 1) * per_block]
             if not rope:
+                grad = gradient_of_ratio(grad_o, o, den, valid, block, joint=True)
                 grad_a, grad_b, grad_c, grad_start = chunk_sums_backward(
                     chunked(query_features, chunk_size),
                     chunked(key_features, chunk_size),
@@ -184,20 +187,21 @@ class NaLaCausal(torch.autograd.Function):
                 )
             else:
                 before, scores, z_before = saved_block
+                grad, grad_den = gradient_of_ratio(grad_o, o, den, valid, block, joint=False)
                 grad_a, grad_b, grad_c, grad_kv_start = chunk_sums_backward(
                     chunked(query_rotated, chunk_size),
                     chunked(key_rotated, chunk_size),
                     chunked(values[..., :value_dim], chunk_size),
                     before,
                     scores,
-                    chunked(grad[..., :value_dim], chunk_size),
+                    chunked(grad, chunk_size),
                     grad_state[..., :value_dim],
                 )
                 grad_query_den, grad_key_den, grad_z_start = running_den_backward(
                     chunked(query_features, chunk_size),
                     chunked(key_features, chunk_size),
                     z_before,
-                    chunked(grad[..., value_dim:], chunk_size)[..., 0],
+                    chunked(grad_den.unsqueeze(-1), chunk_size)[..., 0],
                     grad_state[..., value_dim],
                 )
                 grad_start = torch.cat([grad_kv_start, grad_z_start.unsqueeze(-1)], dim=-1)
@@ -279,19 +283,29 @@ def nala_step(
     ``S += rot(phi_k) vᵀ``, ``z += phi_k``, ``n += 1`` (nothing for a padded token), ``o = rot(phi_q) S /
     (phi_q · z + eps n)``. Returns ``(o [B, 1, H, Dv], kv, k_sum, count)``: new tensors, the inputs are not modified.
     """
-    batch = q.shape[0]
-    value_dim = v.shape[-1]
-    step = slice(0, 1)
-    _, _, query_features, query_rotated = query_block(q, step, query, table)
-    _, _, key_features, key_rotated, values = key_block(k, v, step, key, table, valid)
-    outer = key_rotated.transpose(-1, -2) @ values[..., :value_dim]
-    kv = outer if kv0 is None else kv0 + outer
-    k_sum = key_features[..., 0, :] if z0 is None else z0 + key_features[..., 0, :]
-    added = values[:, 0, 0, value_dim] if valid is not None else q.new_ones(batch)
-    count = added if count0 is None else count0 + added
-    num = query_rotated @ kv
-    den = (query_features @ k_sum.unsqueeze(-1)).squeeze(-1) + eps * count[:, None, None]
-    o = (num / nonzero(den).unsqueeze(-1)).transpose(1, 2)
+    # T == 1: [B, 1, H, D] -> [B, H, D] views, no copies
+    query_features, key_features, values = query.forward(q[:, 0])[0], key.forward(k[:, 0])[0], v[:, 0]
+    added = 1.0
+    if valid is not None:
+        padding = ~valid[:, :1, None]
+        key_features, values = key_features.masked_fill(padding, 0.0), values.masked_fill(padding, 0.0)
+        added = valid[:, 0].to(q.dtype)
+    query_rotated, key_rotated = query_features, key_features
+    if table is not None:
+        factor = table[:, 0, None, None, :]
+        query_rotated, key_rotated = (
+            torch.view_as_real(torch.view_as_complex(x.view(*x.shape[:-1], -1, factor.shape[-1], 2)) * factor).flatten(
+                -3
+            )
+            for x in (query_features, key_features)
+        )
+    outer = key_rotated.unsqueeze(-1) * values.unsqueeze(-2)
+    kv = outer if kv0 is None else outer.add_(kv0)
+    k_sum = key_features if z0 is None else z0 + key_features
+    count = (torch.ones_like(q[:, 0, 0, 0]) * added) if count0 is None else count0 + added
+    num = (query_rotated.unsqueeze(-2) @ kv).squeeze(-2)
+    den = torch.linalg.vecdot(query_features, k_sum).add_(eps * count[:, None])
+    o = (num / nonzero(den).unsqueeze(-1)).unsqueeze(1)
     if valid is not None:
         o = o.masked_fill(~valid[:, :, None, None], 0.0)
     return o, kv, k_sum, count

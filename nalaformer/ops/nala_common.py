@@ -22,7 +22,7 @@ from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies, 
 # its features for backward instead of recomputing them).
 BLOCK_ELEMENTS = 1 << 18
 MIN_BLOCK_ELEMENTS = 1 << 17
-SINGLE_BLOCK_ELEMENTS = 1 << 19
+SINGLE_BLOCK_ELEMENTS = 1 << 20
 
 
 def block_length(batch: int, heads: int, features: int, seq_len: int) -> int:

@@ -28,14 +28,20 @@ def key_block(
     table: torch.Tensor | None,
     valid: torch.Tensor | None,
 ) -> tuple[torch.Tensor, ...]:
-    """A block's ``(keys, aux, phi_k, rot(phi_k), [v, 1])``, head-major; padded keys' features and values are 0
-    (selected, so that a NaN in padding stays out of the sums)."""
+    """A block's ``(keys, aux, phi_k, rot(phi_k), values)``, head-major; padded keys' features and values are 0
+    (selected, so that a NaN in padding stays out of the sums).
+
+    Without RoPE the values carry a ones column, ``[v, 1]``, through which the numerator's matmuls also sum the
+    denominator's features; with RoPE the denominator has its own features and the values are ``v`` alone.
+    """
     keys = head_major(k[:, block])
     features, aux = key.forward(keys)
     batch, length, heads, value_dim = v[:, block].shape
-    values = v.new_empty(batch, heads, length, value_dim + 1)
+    ones = table is None
+    values = v.new_empty(batch, heads, length, value_dim + ones)
     values[..., :value_dim].copy_(v[:, block].transpose(1, 2))
-    values[..., value_dim].fill_(1.0)
+    if ones:
+        values[..., value_dim].fill_(1.0)
     if valid is not None:
         padding = ~valid[:, None, block, None]
         features.masked_fill_(padding, 0.0)
@@ -53,20 +59,28 @@ def query_block(q: torch.Tensor, block: slice, query: NaLaMap, table: torch.Tens
 
 
 def gradient_of_ratio(
-    grad_o: torch.Tensor, o: torch.Tensor, den: torch.Tensor, valid: torch.Tensor | None, block: slice
-) -> torch.Tensor:
-    """``[d/dnum, d/dden]`` (``[B, H, t, Dv + 1]``) of ``o = num / den``: ``do / den`` and ``-(do · o) / den``;
-    zero at padded positions (their output is a constant 0)."""
+    grad_o: torch.Tensor, o: torch.Tensor, den: torch.Tensor, valid: torch.Tensor | None, block: slice, joint: bool
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of ``o = num / den`` on a block: ``do / den`` (``[B, H, t, Dv]``) and ``-(do · o) / den``
+    (``[B, H, t]``), zero at padded positions (their output is a constant 0); side by side in one ``[B, H, t, Dv + 1]``
+    tensor with ``joint`` (for the ones column), else a pair."""
     grad_block = grad_o[:, block].transpose(1, 2)
     value_dim = grad_block.shape[-1]
     batch, heads, length = grad_block.shape[:3]
-    grad = grad_block.new_empty(batch, heads, length, value_dim + 1)
-    grad[..., :value_dim].copy_(grad_block)
-    torch.sum(grad_block * o[:, block].transpose(1, 2), dim=-1, out=grad[..., value_dim]).neg_()
-    grad /= den[..., block, None]
+    grad = grad_block.new_empty(batch, heads, length, value_dim + joint)
+    grad_den = grad[..., value_dim] if joint else grad_block.new_empty(batch, heads, length)
+    torch.sum(grad_block * o[:, block].transpose(1, 2), dim=-1, out=grad_den).neg_()
+    torch.div(grad_block, den[..., block, None], out=grad[..., :value_dim])
+    if not joint:
+        grad_den /= den[..., block]
+    else:
+        grad[..., value_dim] /= den[..., block]
     if valid is not None:
-        grad.masked_fill_(~valid[:, None, block, None], 0.0)
-    return grad
+        padding = ~valid[:, None, block]
+        grad.masked_fill_(padding.unsqueeze(-1), 0.0)
+        if not joint:
+            grad_den.masked_fill_(padding, 0.0)
+    return grad if joint else (grad, grad_den)
 
 
 class NaLaNonCausal(torch.autograd.Function):
@@ -141,17 +155,17 @@ class NaLaNonCausal(torch.autograd.Function):
             queries, query_aux, query_features, query_rotated = (
                 kept[:4] if kept else query_block(q, block, query, table)
             )
-            grad = gradient_of_ratio(grad_o, o, den, valid, block)
             if table is None:
+                grad = gradient_of_ratio(grad_o, o, den, valid, block, joint=True)
                 grad_sums += query_features.transpose(-1, -2) @ grad
                 grad_features = grad @ sums.transpose(-1, -2)
             else:
-                grad_sums[..., :value_dim] += query_rotated.transpose(-1, -2) @ grad[..., :value_dim]
-                grad_sums[..., value_dim] += (grad[..., value_dim].unsqueeze(-2) @ query_features).squeeze(-2)
-                grad_features = rotate(
-                    grad[..., :value_dim] @ sums[..., :value_dim].transpose(-1, -2), table[:, block], True
-                )
-                grad_features.addcmul_(grad[..., value_dim:], sums[..., value_dim].unsqueeze(-2))
+                grad, grad_den = gradient_of_ratio(grad_o, o, den, valid, block, joint=False)
+                grad_sums[..., :value_dim] += query_rotated.transpose(-1, -2) @ grad
+                grad_sums[..., value_dim] += (grad_den.unsqueeze(-2) @ query_features).squeeze(-2)
+                grad_features = rotate(grad @ sums[..., :value_dim].transpose(-1, -2), table[:, block], True)
+                grad_features.addcmul_(grad_den.unsqueeze(-1), sums[..., value_dim].unsqueeze(-2))
+                del grad_den
             del grad
             grad_queries = query.backward(queries, query_aux, query_features, grad_features)
             grad_q[:, block].copy_(grad_queries.transpose(1, 2))
