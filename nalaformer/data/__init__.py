@@ -19,7 +19,10 @@ from nalaformer.data.images import (
     load_image_source,
     split_indices,
 )
+from nalaformer.data.listops import ListOpsDataset, listops_example
 from nalaformer.data.mqar import IGNORE_INDEX, MQARDataset, mqar_accuracy, mqar_example
+from nalaformer.data.pathfinder import PathfinderDataset, pathfinder_example
+from nalaformer.data.pixel_sequences import PixelSequenceDataset, load_pixel_source, pixel_sequence_splits
 from nalaformer.data.text import (
     TokenWindows,
     load_corpus,
@@ -51,11 +54,15 @@ __all__ = [
     "ImageSource",
     "ImageSplit",
     "ImageTransform",
+    "ListOpsDataset",
     "MQARDataset",
+    "PathfinderDataset",
+    "PixelSequenceDataset",
     "TokenWindows",
     "build_image_datasets",
     "build_tokenizer",
     "encode_to_tensor",
+    "listops_example",
     "load_cifar10",
     "load_corpus",
     "load_digits",
@@ -63,10 +70,13 @@ __all__ = [
     "load_image_folder",
     "load_image_source",
     "load_mnist_5k",
+    "load_pixel_source",
     "load_shakespeare",
     "load_tokenizer",
     "mqar_accuracy",
     "mqar_example",
+    "pathfinder_example",
+    "pixel_sequence_splits",
     "read_idx",
     "read_text",
     "shakespeare_play_paths",

@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="training runs in parallel (default: min(2, CPUs))")
     parser.add_argument(
         "--sections",
-        default="spikiness,accuracy,efficiency",
-        help="comma-separated parts to run: spikiness, accuracy, efficiency",
+        default="spikiness,accuracy,efficiency,recall,long-range",
+        help="comma-separated parts to run: spikiness, accuracy, efficiency, recall (MQAR grid), long-range",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

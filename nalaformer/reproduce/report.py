@@ -7,17 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from nalaformer.reporting import load_pyplot, markdown_table
+from nalaformer.reporting import load_pyplot
+from nalaformer.reproduce.boundary_report import boundary_figures, boundary_lines
+from nalaformer.reproduce.claims import SATURATION_TANH
 from nalaformer.reproduce.jobs import run_dir
-from nalaformer.reproduce.results import collect_results, fmt
+from nalaformer.reproduce.results import collect_results, fmt, table_lines
 
 __all__ = ["collect_results", "write_report"]
 
 SCATTER_MIXERS = ("softmax", "elu", "sign_split_power", "nala")
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [markdown_table(header, rows), ""]
 
 
 def _pm(entry: dict[str, Any]) -> str:
@@ -97,6 +95,25 @@ def _figure_exponents(out_dir: Path, results: dict[str, Any], seed: int) -> str 
     return name
 
 
+def accuracy_axis(entry: dict[str, Any]) -> dict[str, Any]:
+    """How one task's panel of the accuracy figure is drawn: y-limits and the note on the seeds.
+
+    With fewer than two seeds per mixer there is no noise estimate, so the axis starts at zero (a zoomed axis would
+    make noise look like a ranking) and the panel says "one seed"; with seeds, the axis may zoom because every point
+    carries its ± std error bar, and the limits cover those bars.
+    """
+    stats = [m for m in entry["mixers"].values() if m["mean"] is not None]
+    if not stats:
+        return {"ylim": (0.0, 1.0), "note": "no result"}
+    seeds = min(m["n"] for m in stats)
+    highs = [m["mean"] + (m["std"] or 0.0) for m in stats]
+    lows = [m["mean"] - (m["std"] or 0.0) for m in stats]
+    if seeds < 2:
+        return {"ylim": (0.0, 1.05 * max(max(highs), 1e-9)), "note": "one seed per mixer: no noise estimate"}
+    pad = 0.15 * (max(highs) - min(lows) + 1e-3)
+    return {"ylim": (max(0.0, min(lows) - pad), max(highs) + pad), "note": f"mean ± std over {seeds} seeds"}
+
+
 def _figure_accuracy(out_dir: Path, results: dict[str, Any]) -> str | None:
     tasks = [(name, entry) for name, entry in results["tasks"].items() if entry["mixers"]]
     if not tasks:
@@ -104,17 +121,16 @@ def _figure_accuracy(out_dir: Path, results: dict[str, Any]) -> str | None:
     plt = load_pyplot()
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.8), squeeze=False)
     for axis, (name, entry) in zip(axes[0], tasks):
-        mixers = list(entry["mixers"])
-        means = [entry["mixers"][m]["mean"] or 0.0 for m in mixers]
-        errors = [entry["mixers"][m]["std"] or 0.0 for m in mixers]
-        colors = ["tab:red" if m.startswith("nala") else "tab:gray" if m == "softmax" else "tab:blue" for m in mixers]
-        axis.bar(range(len(mixers)), means, yerr=errors, color=colors)
+        mixers = [m for m in entry["mixers"] if entry["mixers"][m]["mean"] is not None]
+        for index, mixer in enumerate(mixers):
+            stats = entry["mixers"][mixer]
+            color = "tab:red" if mixer.startswith("nala") else "tab:gray" if mixer == "softmax" else "tab:blue"
+            axis.errorbar(index, stats["mean"], yerr=stats["std"] or 0.0, fmt="o", color=color, capsize=3)
         axis.set_xticks(range(len(mixers)), mixers, rotation=60, ha="right", fontsize=8)
-        axis.set_title(f"{name}: {entry['metric']} ({'higher' if entry['higher_is_better'] else 'lower'} is better)")
-        finite = [m for m in means if m]
-        if finite:
-            low, high = min(finite), max(finite)
-            axis.set_ylim(max(0.0, low - 0.15 * (high - low + 1e-3)), high + 0.15 * (high - low + 1e-3))
+        layout = accuracy_axis(entry)
+        axis.set_ylim(*layout["ylim"])
+        better = "higher" if entry["higher_is_better"] else "lower"
+        axis.set_title(f"{name}: {entry['metric']} ({better} is better)\n{layout['note']}", fontsize=9)
     figure.tight_layout()
     name = "accuracy.png"
     figure.savefig(out_dir / name, dpi=110)
@@ -159,6 +175,16 @@ def _figure_controlled(out_dir: Path) -> str | None:
     return name
 
 
+def log_axis_labels(axis: Any, lengths: list[int]) -> None:
+    """Label a log-log plot's x axis at the measured lengths only and drop the minor tick labels of both axes, which
+    matplotlib otherwise prints side by side when a range spans less than a decade (``3×10²4×10²``)."""
+    from matplotlib.ticker import NullFormatter
+
+    axis.set_xticks(lengths, [str(length) for length in lengths])
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _figure_efficiency(out_dir: Path, results: dict[str, Any]) -> str | None:
     efficiency = results.get("efficiency")
     if not efficiency or not efficiency.get("rows"):
@@ -172,6 +198,7 @@ def _figure_efficiency(out_dir: Path, results: dict[str, Any]) -> str | None:
     for name, points in sorted(by_name.items()):
         points.sort()
         axis.loglog([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    log_axis_labels(axis, sorted({row["seq_len"] for row in efficiency["rows"]}))
     axis.set_xlabel("sequence length T")
     axis.set_ylabel("forward+backward time (ms)")
     axis.set_title("Attention operators on this CPU (B=1, H=4, D=64, fp32)")
@@ -186,7 +213,7 @@ def _figure_efficiency(out_dir: Path, results: dict[str, Any]) -> str | None:
 def _section_claims(results: dict[str, Any]) -> list[str]:
     lines = ["## Summary: the paper's claims against this run", ""]
     rows = [[c["claim"], c["paper"], c["ours"], f"**{c['verdict']}**"] for c in results["claims"]]
-    return lines + _table(["claim", "paper", "this run", "verdict"], rows)
+    return lines + table_lines(["claim", "paper", "this run", "verdict"], rows)
 
 
 def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
@@ -205,7 +232,7 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
             [m["label"], *[fmt(m["entropy_at"][s]) for s in scales], fmt(m["drop"]), fmt(m["saturation_norm"], 2)]
             for m in controlled["methods"].values()
         ]
-        lines += _table(["map", *[f"H(‖q‖={s})" for s in scales], "drop", "flat beyond ‖q‖"], rows)
+        lines += table_lines(["map", *[f"H(‖q‖={s})" for s in scales], "drop", "flat beyond ‖q‖"], rows)
         if figures.get("controlled"):
             lines += [f"![controlled study]({figures['controlled']})", ""]
     rows = []
@@ -231,10 +258,10 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
             "Trained models (validation inputs, every block and head, averaged over seeds): correlation of the row "
             "entropy with ‖q‖ and with the norm of the top-weighted key, the fraction of same-sign dimensions in "
             "each row's top (q, k) pair, the mean ‖q‖, and for NaLa the share of queries whose exponent is "
-            "saturated (tanh(‖q‖) >= 0.95).",
+            f"saturated (tanh(‖q‖) >= {SATURATION_TANH}).",
             "",
         ]
-        lines += _table(
+        lines += table_lines(
             [
                 "task",
                 "mixer",
@@ -265,7 +292,7 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
             "Norm temperature (post hoc, on the trained NaLa models' own q and k): p = 3(0.5 + tanh(‖q‖ / T)).",
             "",
         ]
-        lines += _table(["task", "T", "mean p", "p saturated", "Pearson r(H, ‖q‖)"], sweep_rows)
+        lines += table_lines(["task", "T", "mean p", "p saturated", "Pearson r(H, ‖q‖)"], sweep_rows)
     for key, caption in (("scatter", "trained entropy vs query norm"), ("exponents", "NaLa exponent histogram")):
         if figures.get(key):
             lines += [f"![{caption}]({figures[key]})", ""]
@@ -288,7 +315,7 @@ def _section_accuracy(results: dict[str, Any], figures: dict[str, str | None]) -
             [mixer, str(stats["parameters"]), _pm(stats), fmt(stats["cpu_seconds"], 1)]
             for mixer, stats in entry["mixers"].items()
         ]
-        lines += _table(["mixer", "parameters", entry["metric"], "CPU s / run"], rows)
+        lines += table_lines(["mixer", "parameters", entry["metric"], "CPU s / run"], rows)
     if figures.get("accuracy"):
         lines += [f"![accuracy]({figures['accuracy']})", ""]
     if figures.get("curves"):
@@ -312,7 +339,7 @@ def _section_efficiency(results: dict[str, Any], figures: dict[str, str | None])
         ]
         for r in efficiency.get("speedups", [])
     ]
-    lines += _table(
+    lines += table_lines(
         ["T", "non-causal fwd", "non-causal fwd+bwd", "causal fwd", "causal fwd+bwd"], rows
     )  # speedups of NaLa over SDPA
     if figures.get("efficiency"):
@@ -335,7 +362,7 @@ def _section_efficiency(results: dict[str, Any], figures: dict[str, str | None])
                     row.append(f"{fmt(entry['median_ms'], 1)} ({fmt(entry['speedup_vs_softmax'], 2)}x)")
             rows.append(row)
         lines += ["Whole model against the input resolution. " + models.get("description", ""), ""]
-        lines += _table(["layout", *(f"{s}x{s}" for s in sizes)], rows)
+        lines += table_lines(["layout", *(f"{s}x{s}" for s in sizes)], rows)
     return lines
 
 
@@ -357,12 +384,12 @@ def _section_paper(results: dict[str, Any]) -> list[str]:
         for name, row in paper["table5_ablation"].items()
     ]
     lines += ["Table 5 (ablation; image task here):", ""]
-    lines += _table(["mixer", "paper row", "paper ImageNet top-1", "ours: val accuracy"], rows)
+    lines += table_lines(["mixer", "paper row", "paper ImageNet top-1", "ours: val accuracy"], rows)
     rows = [
         [name, fmt(value, 1), fmt(image.get(name, {}).get("mean"))] for name, value in paper["table6_swin_t"].items()
     ]
     lines += ["Table 6 (linear attentions in one backbone; image task here):", ""]
-    lines += _table(["mixer", "paper ImageNet top-1", "ours: val accuracy"], rows)
+    lines += table_lines(["mixer", "paper ImageNet top-1", "ours: val accuracy"], rows)
     lm = tasks.get("lm", {}).get("mixers", {})
     mqar = tasks.get("mqar", {}).get("mixers", {})
     rows = [
@@ -377,7 +404,7 @@ def _section_paper(results: dict[str, Any]) -> list[str]:
         for name, row in paper["table4_lm"].items()
     ]
     lines += ["Table 4 (language models; Shakespeare LM and MQAR here):", ""]
-    lines += _table(
+    lines += table_lines(
         ["mixer", "paper model", "paper Wiki ppl", "paper avg acc", "ours: LM val loss", "ours: MQAR accuracy"], rows
     )
     lines += [
@@ -405,6 +432,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
             "curves": _figure_curves(out_dir, results),
             "efficiency": _figure_efficiency(out_dir, results),
         }
+        figures.update(boundary_figures(out_dir, results.get("recall_grid"), results.get("long_range")))
     except ImportError as error:  # matplotlib is optional: the tables still carry every number
         figures = {}
         print(f"figures skipped: {error}")
@@ -427,6 +455,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any]) -> Path:
     lines += _section_accuracy(results, figures)
     lines += _section_efficiency(results, figures)
     lines += _section_paper(results)
+    lines += boundary_lines(results.get("recall_grid"), results.get("long_range"), figures, number="5. ")
     if results["failures"] or results["missing_runs"]:
         lines += ["## Runs that did not finish", ""]
         lines += [f"- {f['task']}/{f['mixer']} seed {f['seed']}: {f['error']}" for f in results["failures"]]

@@ -1,4 +1,5 @@
-"""Collect the study's JSON files into one results record, and judge each of the paper's claims from it.
+"""Collect the study's JSON files into one results record (the claims are judged in ``claims``), and the number and
+table formatting every report of the study shares.
 
 Every number the report prints comes from the record this module builds (``results.json``).
 """
@@ -6,7 +7,6 @@ Every number the report prints comes from the record this module builds (``resul
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 from pathlib import Path
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from nalaformer.diagnostics.summary import LAYER_STATISTICS
-from nalaformer.reporting import read_json, write_json
+from nalaformer.reporting import markdown_table, read_json, write_json
 from nalaformer.reproduce import paper
 from nalaformer.reproduce.jobs import result_path, run_dir
-from nalaformer.reproduce.plan import ABLATION_PATH, StudyPlan
+from nalaformer.reproduce.plan import StudyPlan
 
 CONTROLLED_SCALES = (0.25, 1.0, 4.0, 16.0)
 # the linear baselines NaLa is compared to (ablations and the delta rule are compared separately)
@@ -32,6 +32,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
+
+
+def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table as report lines, followed by a blank line."""
+    return [markdown_table(header, rows), ""]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -170,6 +175,8 @@ def collect_results(out_dir: str | Path, plan: StudyPlan, failures: list[dict[st
         "tasks": tasks,
         "efficiency": read_json(out_dir / "results" / "efficiency.json"),
         "model_efficiency": read_json(out_dir / "results" / "model_efficiency.json"),
+        "recall_grid": read_json(out_dir / "results" / "recall_grid.json"),
+        "long_range": read_json(out_dir / "results" / "long_range.json"),
         "paper": {
             "source": paper.PAPER,
             "table5_ablation": paper.TABLE5_ABLATION,
@@ -180,6 +187,8 @@ def collect_results(out_dir: str | Path, plan: StudyPlan, failures: list[dict[st
         "failures": [{k: v for k, v in f.items() if k != "traceback"} for f in failures],
         "missing_runs": missing,
     }
+    from nalaformer.reproduce.claims import assess_claims  # claims reads this module's helpers
+
     results["claims"] = assess_claims(results)
     write_json(results, out_dir / "results.json")
     return results
@@ -207,154 +216,3 @@ def compare(task: dict[str, Any], candidate: str, reference: str) -> dict[str, A
     else:
         verdict = "better" if gain > 0 else "worse"
     return {"candidate": candidate, "reference": reference, "gain": gain, "noise": noise, "verdict": verdict}
-
-
-def _claim(claim_id: str, claim: str, paper_text: str, ours: str, verdict: str) -> dict[str, str]:
-    return {"id": claim_id, "claim": claim, "paper": paper_text, "ours": ours, "verdict": verdict}
-
-
-def assess_claims(results: dict[str, Any]) -> list[dict[str, str]]:
-    """The paper's claims with what this study measured and a verdict, all derived from ``results``."""
-    claims = []
-    controlled = results.get("controlled")
-    tasks = results.get("tasks", {})
-    if controlled:
-        methods = controlled["methods"]
-        softmax, nala = methods.get("softmax"), methods.get("nala")
-        trained_softmax = [
-            t["mixers"]["softmax"]["spikiness"].get("pearson_entropy_q_norm")
-            for t in tasks.values()
-            if "softmax" in t["mixers"] and t["mixers"]["softmax"]["spikiness"].get("analysed")
-        ]
-        if softmax:
-            trained = ", ".join(fmt(r, 2) for r in trained_softmax) or "not measured"
-            negative = trained_softmax and all(r is not None and r < 0 for r in trained_softmax)
-            verdict = (
-                "supported"
-                if softmax["drop"] > 0.1 and negative
-                else (
-                    "supported in the controlled study; "
-                    + ("not in the trained models" if trained_softmax else "trained models not measured")
-                )
-            )
-            claims.append(
-                _claim(
-                    "softmax_norm_aware",
-                    "Softmax attention is query-norm aware: larger ‖q‖ gives lower entropy (Prop. 1, Fig. 1)",
-                    "negative entropy-‖q‖ trend in a trained vision model (Fig. 1)",
-                    f"controlled: entropy falls by {fmt(softmax['drop'])} nats over ‖q‖ in [0.25, 16]; trained "
-                    f"models: Pearson r(entropy, ‖q‖) = {trained}",
-                    verdict,
-                )
-            )
-        flat = [methods[m] for m in ("relu", "relu3") if m in methods]
-        if flat:
-            change = max(m["max_abs_change"] for m in flat)
-            claims.append(
-                _claim(
-                    "homogeneous_unaware",
-                    "Homogeneous linear attention (ReLU, ReLU^p) is exactly query-norm unaware (Prop. 2)",
-                    "entropy invariant to a rescaled query",
-                    f"controlled: largest entropy change of ReLU / ReLU^3 over ‖q‖ in [0.25, 16] = {change:.1e} nats",
-                    "supported" if change < 1e-6 else "not supported",
-                )
-            )
-        if nala and softmax:
-            claims.append(
-                _claim(
-                    "nala_restores",
-                    "NaLa restores the dependence of entropy on ‖q‖ (Thm. 2, Fig. 4)",
-                    "strongly negative entropy-‖q‖ trend for NaLa (Fig. 4)",
-                    f"controlled: NaLa's entropy falls by {fmt(nala['drop'])} nats and stops changing beyond ‖q‖ = "
-                    f"{fmt(nala['saturation_norm'], 2)} (softmax: {fmt(softmax['drop'])} nats, still falling)",
-                    "supported, but bounded: the exponent saturates" if nala["drop"] > 0 else "not supported",
-                )
-            )
-    saturated = [
-        t["mixers"]["nala"]["spikiness"].get("exponent_saturated_fraction")
-        for t in tasks.values()
-        if "nala" in t["mixers"] and t["mixers"]["nala"]["spikiness"].get("analysed")
-    ]
-    saturated = [s for s in saturated if s is not None]
-    if saturated:
-        share = float(np.mean(saturated))
-        claims.append(
-            _claim(
-                "exponent_dynamic",
-                "The query exponent p = 3(0.5 + tanh‖q‖) varies with the query norm",
-                "Eq. 8; Fig. 4 plots NaLa at ‖q‖ in 4-8",
-                f"trained NaLa models: {fmt(100 * share, 1)}% of queries have tanh(‖q‖) >= 0.95 (p within 3% of 4.5)",
-                "effectively constant in our trained models" if share > 0.9 else "dynamic in our trained models",
-            )
-        )
-    for name, task in tasks.items():
-        others = [m for m in LINEAR_BASELINES if m in task["mixers"]]
-        comparisons = [c for c in (compare(task, "nala", m) for m in others) if c]
-        if comparisons:
-            beaten = sum(c["verdict"].startswith("better") for c in comparisons)
-            detail = "; ".join(f"vs {c['reference']}: {c['gain']:+.3f} ({c['verdict']})" for c in comparisons)
-            claims.append(
-                _claim(
-                    f"nala_vs_linear_{name}",
-                    f"NaLa beats the other linear attentions ({name}, {task['metric']})",
-                    "Table 6 (Swin-T setting): NaLa 82.9 vs 79.4-82.6 for the other linear attentions",
-                    detail,
-                    f"better than {beaten} of {len(comparisons)} linear baselines",
-                )
-            )
-        versus_softmax = compare(task, "nala", "softmax")
-        if versus_softmax:
-            claims.append(
-                _claim(
-                    f"nala_vs_softmax_{name}",
-                    f"NaLa matches or beats softmax attention ({name}, {task['metric']})",
-                    "Table 6: NaLa 82.9 vs Swin-T (softmax) 81.2",
-                    f"NaLa - softmax: {versus_softmax['gain']:+.3f} in the better direction",
-                    versus_softmax["verdict"],
-                )
-            )
-        steps = [compare(task, b, a) for a, b in itertools.pairwise(ABLATION_PATH)]
-        if all(steps):
-            detail = "; ".join(
-                f"{s['reference']} -> {s['candidate']}: {s['gain']:+.3f} ({s['verdict']})" for s in steps
-            )
-            claims.append(
-                _claim(
-                    f"ablation_{name}",
-                    f"Each Table-5 step helps: ReLU+power -> + sign split -> + norm-aware power ({name})",
-                    "82.1 -> 82.5 -> 82.9 (ImageNet, FLatten Swin-T setting)",
-                    detail,
-                    "each step helps"
-                    if all(s["verdict"].startswith("better") for s in steps)
-                    else "not every step helps at this scale",
-                )
-            )
-        for base in ("deltanet", "gated_deltanet"):
-            delta = compare(task, f"nala_{base}", base)
-            if delta:
-                row = paper.TABLE4_LM
-                claims.append(
-                    _claim(
-                        f"nala_{base}_{name}",
-                        f"NaLa's feature map improves {row[base]['label']} ({name}, {task['metric']})",
-                        f"Table 4: {row[base]['label']} {row[base]['avg_acc']} -> {row['nala_' + base]['label']} "
-                        f"{row['nala_' + base]['avg_acc']} avg. acc.; Wiki ppl {row[base]['wiki_ppl']} -> "
-                        f"{row['nala_' + base]['wiki_ppl']}",
-                        f"{delta['gain']:+.3f} in the better direction",
-                        delta["verdict"],
-                    )
-                )
-    efficiency = results.get("efficiency")
-    if efficiency and efficiency.get("speedups"):
-        largest = max(efficiency["speedups"], key=lambda row: row["seq_len"])
-        claims.append(
-            _claim(
-                "efficiency",
-                "Linear attention is faster than softmax attention at long sequences (Fig. 5)",
-                "softmax 2.5x slower at 6K tokens and out of memory at 8K (A6000, training throughput)",
-                f"CPU, T = {largest['seq_len']}: NaLa forward+backward {fmt(largest['noncausal_fwdbwd'], 1)}x "
-                f"(non-causal) and {fmt(largest['causal_fwdbwd'], 1)}x (causal) faster than SDPA",
-                "supported" if largest["noncausal_fwdbwd"] > 1 and largest["causal_fwdbwd"] > 1 else "not supported",
-            )
-        )
-    return claims

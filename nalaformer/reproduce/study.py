@@ -22,6 +22,9 @@ from nalaformer.reproduce.jobs import result_path, run_job
 from nalaformer.reproduce.plan import StudyPlan, study_plan
 from nalaformer.reproduce.workers import stop_workers, worker_init
 
+# the application-boundary sections (nalaformer.reproduce.boundary), run after the others
+BOUNDARY_SECTIONS = ("recall", "long-range")
+
 
 class StudyInterrupted(KeyboardInterrupt):
     """The study was interrupted (Ctrl-C) after writing what had finished; the message says how to resume."""
@@ -120,7 +123,7 @@ def run_study(
     mode: str = "quick",
     *,
     workers: int | None = None,
-    sections: tuple[str, ...] = ("spikiness", "accuracy", "efficiency"),
+    sections: tuple[str, ...] = ("spikiness", "accuracy", "efficiency", *BOUNDARY_SECTIONS),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the study of ``mode`` into ``out_dir`` and write ``report.md``, ``results.json`` and the plots.
@@ -138,9 +141,10 @@ def run_study(
     from nalaformer.reproduce.report import collect_results, write_report
     from nalaformer.reproduce.sections import controlled_section, efficiency_section, model_efficiency_section
 
-    unknown = set(sections) - {"spikiness", "accuracy", "efficiency"}
+    known = ("spikiness", "accuracy", "efficiency", *BOUNDARY_SECTIONS)
+    unknown = set(sections) - set(known)
     if unknown:
-        raise ValueError(f"unknown section(s) {sorted(unknown)}; choose from spikiness, accuracy, efficiency")
+        raise ValueError(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(known)}")
     plan = study_plan(mode)
     workers = workers or min(2, os.cpu_count() or 1)
     if workers <= 0:
@@ -169,6 +173,11 @@ def run_study(
         if "efficiency" in sections:
             efficiency_section(out_dir, plan)
             model_efficiency_section(out_dir, plan)
+        boundary = tuple(s for s in sections if s in BOUNDARY_SECTIONS)
+        if boundary:
+            from nalaformer.reproduce.boundary import run_boundary_sections
+
+            run_boundary_sections(out_dir, mode, boundary, workers=workers, progress=progress)
     except KeyboardInterrupt:
         raise _interrupted(out_dir, plan, failures) from None
     results = collect_results(out_dir, plan, failures)

@@ -56,6 +56,15 @@ def test_report_tables_print_the_json_numbers(study):
     nala, softmax = vision[("nala", 64)], vision[("softmax", 64)]
     assert f"{fmt(nala['median_ms'], 1)} ({fmt(nala['speedup_vs_softmax'], 2)}x)" in report
     assert f"| softmax | {fmt(vision[('softmax', 32)]['median_ms'], 1)} | {fmt(softmax['median_ms'], 1)} |" in report
+    # the boundary sections: the MQAR grid and the long-range tasks, from their JSON
+    assert "## 5. Where NaLa holds" in report
+    for row in results["recall_grid"]["rows"]:
+        assert f"| {row['mixer']} | T={row['seq_len']} P={row['pairs']} | {fmt(row['mean'])} (n=1) |" in report
+    for name, entry in results["long_range"]["tasks"].items():
+        for mixer, stats in entry["mixers"].items():
+            assert (
+                f"| {name} | {entry['source']} | {entry['seq_len']} | {mixer} | {fmt(stats['mean'])} (n=1) |" in report
+            )
 
 
 def test_changing_a_json_number_changes_the_report(study, tmp_path):
@@ -72,7 +81,7 @@ def test_resuming_a_finished_study_reruns_nothing(study):
     out, results = study
     plan = study_plan("tiny")
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")}
-    again = run_study(out, "tiny", workers=1, progress=False, sections=("spikiness", "accuracy", "efficiency"))
+    again = run_study(out, "tiny", workers=1, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.json")} == stamps
     assert again["tasks"] == results["tasks"]
     assert collect_results(out, plan, [])["claims"] == results["claims"]

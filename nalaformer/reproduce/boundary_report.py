@@ -1,0 +1,272 @@
+"""Figures and Markdown of the boundary sections (recall grid and long-range tasks), from their JSON only."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nalaformer.reporting import load_pyplot
+from nalaformer.reproduce.boundary_stats import call_best
+from nalaformer.reproduce.results import fmt, table_lines
+
+
+def _pm(entry: dict[str, Any]) -> str:
+    text = fmt(entry["mean"])
+    if entry.get("std") is not None:
+        text += f" ± {fmt(entry['std'])}"
+    return f"{text} (n={entry['n']})"
+
+
+def _settings(grid: dict[str, Any]) -> list[tuple[int, int]]:
+    return sorted({(r["seq_len"], r["pairs"]) for r in grid["rows"]})
+
+
+def _mixers(grid: dict[str, Any]) -> list[str]:
+    planned = grid.get("plan", {}).get("mixers") or []
+    present = {r["mixer"] for r in grid["rows"]}
+    return [m for m in planned if m in present] + sorted(present - set(planned))
+
+
+def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
+    """One heatmap per mixer: settings (rows) x widths (columns), colour and text = mean accuracy."""
+    if not grid or not grid["rows"]:
+        return None
+    plt = load_pyplot()
+    settings, mixers = _settings(grid), _mixers(grid)
+    widths = sorted({r["width"] for r in grid["rows"]})
+    cells = {(r["seq_len"], r["pairs"], r["mixer"], r["width"]): r for r in grid["rows"]}
+    columns = min(5, len(mixers))
+    rows = math.ceil(len(mixers) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.0 + 0.9 * len(widths) * columns, 0.9 + 0.55 * len(settings) * rows), squeeze=False
+    )
+    for axis, mixer in zip(axes.flat, mixers):
+        values = np.full((len(settings), len(widths)), np.nan)
+        for i, (seq_len, pairs) in enumerate(settings):
+            for j, width in enumerate(widths):
+                entry = cells.get((seq_len, pairs, mixer, width))
+                if entry is not None and entry["mean"] is not None:
+                    values[i, j] = entry["mean"]
+                    axis.text(j, i, f"{entry['mean']:.2f}", ha="center", va="center", fontsize=7)
+        axis.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        axis.set_title(mixer, fontsize=9)
+        axis.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
+        axis.set_yticks(range(len(settings)), [f"T={t} P={p}" for t, p in settings], fontsize=7)
+        axis.set_xlabel("width", fontsize=7)
+    for axis in list(axes.flat)[len(mixers) :]:
+        axis.axis("off")
+    figure.suptitle("MQAR validation accuracy (mean over seeds)", fontsize=10)
+    figure.tight_layout()
+    name = "recall_heatmaps.png"
+    figure.savefig(Path(out_dir) / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def figure_frontier(out_dir: Path, grid: dict[str, Any]) -> str | None:
+    """Accuracy against the decoding state in bytes (one line per mixer through its widths), one panel per setting;
+    the dashed line is the frontier's threshold."""
+    if not grid or not grid["rows"]:
+        return None
+    plt = load_pyplot()
+    settings = _settings(grid)
+    figure, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    for axis, (seq_len, pairs) in zip(axes[0], settings):
+        for mixer in _mixers(grid):
+            line = sorted(
+                (r for r in grid["rows"] if (r["seq_len"], r["pairs"], r["mixer"]) == (seq_len, pairs, mixer)),
+                key=lambda r: r["state_bytes"],
+            )
+            points = [r for r in line if r["mean"] is not None]
+            if not points:
+                continue
+            style = "-" if mixer.startswith("nala") or mixer == "softmax" else "--"
+            axis.errorbar(
+                [r["state_bytes"] for r in points],
+                [r["mean"] for r in points],
+                yerr=[r["std"] or 0.0 for r in points],
+                fmt=style,
+                marker="o",
+                markersize=3,
+                capsize=2,
+                label=mixer,
+            )
+        axis.axhline(grid["threshold"], color="black", linestyle=":", linewidth=1)
+        axis.set_xscale("log")
+        axis.set_ylim(0.0, 1.02)
+        axis.set_xlabel("decoding state (bytes, batch 1, fp32)")
+        axis.set_ylabel("MQAR accuracy")
+        axis.set_title(f"T={seq_len}, {pairs} key-value pairs", fontsize=9)
+    axes[0][0].legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    name = "recall_frontier.png"
+    figure.savefig(Path(out_dir) / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def figure_long_range(out_dir: Path, long_range: dict[str, Any]) -> str | None:
+    """Accuracy per mixer and task: points with seed error bars on a zero-based axis (marked "one seed" when so)."""
+    tasks = [(name, entry) for name, entry in (long_range or {}).get("tasks", {}).items() if entry["mixers"]]
+    if not tasks:
+        return None
+    plt = load_pyplot()
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False)
+    for axis, (name, entry) in zip(axes[0], tasks):
+        mixers = list(entry["mixers"])
+        stats = [entry["mixers"][m] for m in mixers]
+        axis.errorbar(
+            range(len(mixers)),
+            [s["mean"] for s in stats],
+            yerr=[s["std"] or 0.0 for s in stats],
+            fmt="o",
+            capsize=3,
+        )
+        axis.set_xticks(range(len(mixers)), mixers, rotation=50, ha="right", fontsize=7)
+        axis.set_ylim(0.0, 1.0)
+        axis.set_ylabel("validation accuracy")
+        seeds = min(s["n"] for s in stats)
+        axis.set_title(f"{name} (T={entry['seq_len']})" + (", one seed" if seeds < 2 else f", {seeds} seeds"))
+    figure.tight_layout()
+    name = "long_range.png"
+    figure.savefig(Path(out_dir) / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def boundary_figures(out_dir: Path, grid: dict[str, Any] | None, long_range: dict[str, Any] | None) -> dict:
+    """Every figure of the boundary sections (an empty dict without matplotlib: the tables carry every number)."""
+    try:
+        return {
+            "heatmaps": figure_heatmaps(out_dir, grid) if grid else None,
+            "frontier": figure_frontier(out_dir, grid) if grid else None,
+            "long_range": figure_long_range(out_dir, long_range) if long_range else None,
+        }
+    except ImportError as error:  # the message names the plot extra
+        print(f"boundary figures skipped: {error}")
+        return {}
+
+
+def recall_best_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """The best mixer of every (setting, width) of the grid, with the seed-noise call."""
+    rows = []
+    for seq_len, pairs in _settings(grid):
+        for width in sorted({r["width"] for r in grid["rows"]}):
+            entries = {
+                r["mixer"]: r for r in grid["rows"] if (r["seq_len"], r["pairs"], r["width"]) == (seq_len, pairs, width)
+            }
+            row = call_best(f"MQAR T={seq_len} P={pairs} width {width}", entries)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def summary_lines(grid: dict[str, Any] | None, long_range: dict[str, Any] | None) -> list[str]:
+    """The table "task -> best mixer, margin, seeds" over both sections."""
+    rows = (recall_best_rows(grid) if grid else []) + ((long_range or {}).get("best") or [])
+    if not rows:
+        return []
+    table = [
+        [r["task"], r["best"], r["runner_up"], fmt(r["margin"]), fmt(r["noise"]), str(r["seeds"]), r["verdict"]]
+        for r in rows
+    ]
+    lines = [
+        "Best mixer per task, its margin over the runner-up, and the seed noise (the larger std of the two); a lead "
+        "is called only when the margin exceeds that noise with at least two seeds.",
+        "",
+    ]
+    return lines + table_lines(["task", "best", "runner-up", "margin", "noise (std)", "seeds", "call"], table)
+
+
+def recall_lines(grid: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
+    plan = grid["plan"]
+    lines = [
+        f"MQAR, {plan['layers']} layers, {plan['heads']} heads, vocabulary {plan['vocab']}; {plan['steps']} steps, "
+        f"batch {plan['batch_size']}, lr {plan['lr']}; seeds {list(plan['seeds'])}; accuracy per query on "
+        f"{plan['val_examples']} validation sequences. A setting counts as solved at mean accuracy >= "
+        f"{grid['threshold']}.",
+        "",
+    ]
+    settings, widths = _settings(grid), sorted({r["width"] for r in grid["rows"]})
+    cells = {(r["seq_len"], r["pairs"], r["mixer"], r["width"]): r for r in grid["rows"]}
+    table = []
+    for mixer in _mixers(grid):
+        for seq_len, pairs in settings:
+            entries = [cells.get((seq_len, pairs, mixer, w)) for w in widths]
+            table.append([mixer, f"T={seq_len} P={pairs}", *(_pm(e) if e else "n/a" for e in entries)])
+    lines += table_lines(["mixer", "setting", *(f"width {w}" for w in widths)], table)
+    frontier = [
+        [
+            f"T={f['seq_len']} P={f['pairs']}",
+            f["mixer"],
+            str(f["smallest_width"]) if f["smallest_width"] is not None else "not reached",
+            fmt(f["state_bytes"]) if f["state_bytes"] is not None else "n/a",
+            fmt(f["best_accuracy"]),
+        ]
+        for f in grid["frontier"]
+    ]
+    lines += [
+        f"Frontier: the smallest width whose mean accuracy reaches {grid['threshold']}, and the decoding state "
+        "it carries (bytes, batch 1, fp32: a linear mixer's recurrent state, softmax's KV cache at T).",
+        "",
+    ]
+    lines += table_lines(["setting", "mixer", "smallest width", "state bytes", "best accuracy"], frontier)
+    for key, caption in (("heatmaps", "MQAR heatmaps"), ("frontier", "MQAR frontier")):
+        if figures.get(key):
+            lines += [f"![{caption}]({figures[key]})", ""]
+    return lines
+
+
+def long_range_lines(long_range: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
+    plan = long_range["plan"]
+    lines = [
+        f"One recipe for every task and mixer: width {plan['width']}, {plan['layers']} layer(s), {plan['heads']} "
+        f"heads, mean-pooled states and a linear head; {plan['steps']} steps, batch {plan['batch_size']}, lr "
+        f"{plan['lr']}; seeds {list(plan['seeds'])}. Time per training step (median, one thread, shared machine) and "
+        "the peak memory one training step adds (resident set).",
+        "",
+    ]
+    table = []
+    for name, entry in long_range["tasks"].items():
+        for mixer, stats in entry["mixers"].items():
+            memory = stats["step_peak_bytes"]
+            table.append(
+                [
+                    name,
+                    entry["source"],
+                    str(entry["seq_len"]),
+                    mixer,
+                    _pm(stats),
+                    fmt(1000 * stats["seconds_per_step"], 1) if stats["seconds_per_step"] is not None else "n/a",
+                    fmt(memory / 2**20, 1) if memory is not None else "n/a",
+                ]
+            )
+    lines += table_lines(["task", "data", "T", "mixer", "accuracy", "ms / step", "step memory (MiB)"], table)
+    if figures.get("long_range"):
+        lines += [f"![long-range tasks]({figures['long_range']})", ""]
+    return lines
+
+
+def boundary_lines(
+    grid: dict[str, Any] | None,
+    long_range: dict[str, Any] | None,
+    figures: dict[str, str | None],
+    level: str = "##",
+    number: str = "",
+) -> list[str]:
+    """The Markdown of the boundary sections (what exists of them), headed ``{level} {number}Where NaLa holds``."""
+    if not grid and not long_range:
+        return []
+    lines = [f"{level} {number}Where NaLa holds: recall grid and long-range tasks", ""]
+    lines += summary_lines(grid, long_range)
+    if grid:
+        lines += [f"{level}# Recall-difficulty grid (MQAR)", "", *recall_lines(grid, figures)]
+    if long_range:
+        lines += [f"{level}# Long-range tasks", "", *long_range_lines(long_range, figures)]
+    failures = [*(grid or {}).get("failures", []), *(long_range or {}).get("failures", [])]
+    if failures:
+        lines += ["Runs that failed:", "", *(f"- {f['name']}: {f['error']}" for f in failures), ""]
+    return lines

@@ -1,0 +1,205 @@
+"""Long-range tasks that can be generated or read offline: ListOps, Pathfinder and pixel-level sequential images.
+
+Every mixer trains on every task with one small recipe (same model size, steps, batch and learning rate); the section
+reports the validation accuracy (mean ± std over seeds), the wall time per training step and the peak memory one
+training step adds, at the task's sequence length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nalaformer.reproduce.small_training import Cell, run_cells
+
+LONG_RANGE_MIXERS = ("softmax", "nala", "sign_split_power", "elu", "gated_deltanet", "nala_gated_deltanet")
+
+
+@dataclass(frozen=True)
+class LongRangeTask:
+    """One task and its data.
+
+    Attributes:
+        name: ``"listops"``, ``"pathfinder"`` or ``"pixels"``.
+        train_examples, val_examples: set sizes (generated, or drawn from the image source's training images).
+        options: ListOps: ``min_length``, ``max_length``; Pathfinder: ``size``, ``path_length``, ``distractors``;
+            pixels: ``prefer`` (``"fashion-mnist"``, falling back to MNIST-5k).
+    """
+
+    name: str
+    train_examples: int
+    val_examples: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LongRangePlan:
+    """The tasks, the mixers and seeds, and the one recipe every run shares."""
+
+    tasks: tuple[LongRangeTask, ...]
+    mixers: tuple[str, ...]
+    seeds: tuple[int, ...]
+    width: int
+    layers: int
+    heads: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+def long_range_plan(mode: str) -> LongRangePlan:
+    """The plan of ``mode``: ``"tiny"`` (tests), ``"quick"`` (a slice at short lengths), ``"reduced"`` (the pass
+    committed under ``benchmarks/boundary-reduced``) or ``"full"`` (LRA lengths: ListOps 500-2,000 tokens, Pathfinder
+    32x32 = 1,024, pixels 784; 6 mixers x 3 seeds x 3 tasks = 54 runs of 400 steps, about 1 hour on 2 workers from
+    the reduced pass's seconds per step, scaled by length)."""
+    if mode == "tiny":
+        tasks = (
+            LongRangeTask("listops", 32, 16, {"min_length": 8, "max_length": 24}),
+            LongRangeTask("pathfinder", 32, 16, {"size": 12, "path_length": 4, "distractors": 0}),
+        )
+        return LongRangePlan(tasks, ("softmax", "nala"), (0,), 16, 1, 2, 2, 8, 3e-3)
+    if mode == "quick":
+        tasks = (
+            LongRangeTask("listops", 256, 128, {"min_length": 32, "max_length": 128}),
+            LongRangeTask("pathfinder", 256, 128, {"size": 16, "path_length": 6, "distractors": 0}),
+            LongRangeTask("pixels", 256, 128, {"prefer": "fashion-mnist"}),
+        )
+        return LongRangePlan(tasks, ("softmax", "nala"), (0,), 32, 1, 2, 12, 16, 3e-3)
+    if mode == "reduced":
+        tasks = (
+            LongRangeTask("listops", 1000, 256, {"min_length": 128, "max_length": 512}),
+            LongRangeTask("pathfinder", 1000, 256, {"size": 32, "path_length": 14, "distractors": 1}),
+            LongRangeTask("pixels", 1000, 500, {"prefer": "fashion-mnist"}),
+        )
+        return LongRangePlan(tasks, ("softmax", "nala", "gated_deltanet"), (0,), 32, 1, 2, 60, 16, 3e-3)
+    if mode == "full":
+        tasks = (
+            LongRangeTask("listops", 8000, 500, {"min_length": 500, "max_length": 2000}),
+            LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}),
+            LongRangeTask("pixels", 8000, 1000, {"prefer": "fashion-mnist"}),
+        )
+        return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 2, 2, 400, 16, 2e-3)
+    raise ValueError(f"long_range_plan: mode must be tiny, quick, reduced or full, got {mode!r}")
+
+
+def _generate(task: LongRangeTask) -> dict[str, Any]:
+    """Training and validation tensors of ``task`` (the validation set from a different seed)."""
+    if task.name == "listops":
+        from nalaformer.data.listops import NUM_CLASSES, PAD, VOCAB_SIZE, ListOpsDataset
+
+        def build(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            data = ListOpsDataset(count, seed=seed, **task.options)
+            pairs = [data[i] for i in range(count)]
+            return torch.stack([p[0] for p in pairs]).to(torch.uint8), torch.stack([p[1] for p in pairs])
+
+        train, val = build(task.train_examples, 0), build(task.val_examples, 1)
+        meta = {"vocab": VOCAB_SIZE, "classes": NUM_CLASSES, "pad": PAD, "source": "generated"}
+    elif task.name == "pathfinder":
+        from nalaformer.data.pathfinder import PathfinderDataset
+
+        def build(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pixels, labels = PathfinderDataset(count, seed=seed, **task.options)._examples()
+            return pixels.to(torch.uint8), labels
+
+        train, val = build(task.train_examples, 0), build(task.val_examples, 1)
+        meta = {"vocab": 256, "classes": 2, "pad": None, "source": "generated"}
+    elif task.name == "pixels":
+        from nalaformer.data.pixel_sequences import pixel_sequence_splits
+
+        train_set, val_set, source = pixel_sequence_splits(task.train_examples, task.val_examples, **task.options)
+        train = (train_set.pixels.to(torch.uint8), train_set.labels)
+        val = (val_set.pixels.to(torch.uint8), val_set.labels)
+        meta = {"vocab": 256, "classes": train_set.num_classes, "pad": None, "source": source}
+    else:
+        raise ValueError(f"long-range task must be listops, pathfinder or pixels, got {task.name!r}")
+    return {"train_x": train[0], "train_y": train[1], "val_x": val[0], "val_y": val[1], **meta}
+
+
+def prepare_task(out_dir: Path, task: LongRangeTask) -> tuple[Path, dict[str, Any]]:
+    """Generate ``task``'s data once into ``results/long_range_data/`` (the workers read it); returns the file and
+    its description (vocabulary, classes, padding, source, sequence length)."""
+    digest = hashlib.sha1(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest()[:10]
+    path = Path(out_dir) / "results" / "long_range_data" / f"{task.name}-{digest}.pt"
+    if path.is_file():
+        data = torch.load(path, weights_only=True)
+    else:
+        data = _generate(task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        torch.save(data, temporary)
+        temporary.replace(path)
+    info = {k: data[k] for k in ("vocab", "classes", "pad", "source")}
+    return path, {**info, "seq_len": int(data["train_x"].shape[1])}
+
+
+def long_range_cells(plan: LongRangePlan, prepared: dict[str, tuple[Path, dict[str, Any]]]) -> list[Cell]:
+    """Every (task, mixer, seed) run, seeds outermost."""
+    return [
+        Cell(
+            task.name,
+            mixer,
+            plan.width,
+            plan.layers,
+            plan.heads,
+            plan.steps,
+            plan.batch_size,
+            plan.lr,
+            seed,
+            {"path": str(prepared[task.name][0]), **prepared[task.name][1]},
+        )
+        for seed in plan.seeds
+        for task in plan.tasks
+        for mixer in plan.mixers
+    ]
+
+
+def summarise_long_range(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task and mixer: accuracy mean ± std over seeds, seconds per step, step memory; the best mixer per task."""
+    from nalaformer.reproduce.boundary_stats import call_best, mean_std
+
+    tasks: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if "error" in record:
+            continue
+        cell = record["cell"]
+        entry = tasks.setdefault(
+            cell["task"], {"seq_len": cell["data"]["seq_len"], "source": cell["data"]["source"], "mixers": {}}
+        )
+        entry["mixers"].setdefault(cell["mixer"], []).append(record)
+    summary = {}
+    for name, entry in tasks.items():
+        mixers = {}
+        for mixer, group in entry["mixers"].items():
+            mixers[mixer] = {
+                **mean_std([r["accuracy"] for r in group]),
+                "seeds": sorted(r["cell"]["seed"] for r in group),
+                "seconds_per_step": mean_std([r["seconds_per_step"] for r in group])["mean"],
+                "step_peak_bytes": mean_std([r.get("step_peak_bytes") for r in group])["mean"],
+                "parameters": group[0]["parameters"],
+            }
+        summary[name] = {"seq_len": entry["seq_len"], "source": entry["source"], "mixers": mixers}
+    best = [row for name, entry in summary.items() if (row := call_best(name, entry["mixers"])) is not None]
+    return {"tasks": summary, "best": best}
+
+
+def long_range_section(out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False) -> dict[str, Any]:
+    """Prepare the data, train the missing runs into ``results/long_range/``, write ``results/long_range.json``."""
+    from nalaformer.reproduce.small_training import write_summary
+
+    plan = long_range_plan(mode)
+    prepared = {task.name: prepare_task(out_dir, task) for task in plan.tasks}
+    cells = long_range_cells(plan, prepared)
+    folder = Path(out_dir) / "results" / "long_range"
+    records = run_cells(cells, folder, workers=workers, memory=True, progress=progress)
+    result = {
+        "mode": mode,
+        "plan": asdict(plan),
+        **summarise_long_range(records),
+        "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
+    }
+    return write_summary(result, Path(out_dir) / "results" / "long_range.json")

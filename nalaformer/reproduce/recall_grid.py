@@ -1,0 +1,170 @@
+"""The recall-difficulty grid: MQAR accuracy of every mixer over sequence length x key-value pairs x model width.
+
+Softmax attention keeps every key in its KV cache, so its recall barely depends on the width; a linear mixer keeps a
+fixed-size state (``feature dim x head dim`` per head), so as pairs grow and the width shrinks it runs out of room.
+The grid is sized to straddle that line (as Zoology's MQAR figures do), and the frontier (the smallest width whose
+mean accuracy reaches :data:`SOLVED`) is given with the state size in bytes each mixer carries at that width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nalaformer.reproduce.small_training import Cell, run_cells
+
+SOLVED = 0.9  # the accuracy at which a setting counts as solved (the frontier's threshold)
+
+RECALL_MIXERS = (
+    "softmax",
+    "nala",
+    "sign_split_power",
+    "elu",
+    "relu",
+    "hedgehog",
+    "deltanet",
+    "gated_deltanet",
+    "nala_deltanet",
+    "nala_gated_deltanet",
+)
+
+
+@dataclass(frozen=True)
+class RecallGridPlan:
+    """What the grid trains: every (setting, width, mixer, seed), one :class:`Cell` each.
+
+    Attributes:
+        settings: ``(sequence length, key-value pairs)`` pairs.
+        widths: model widths (2 layers, ``heads`` heads).
+        mixers, seeds: every mixer at every cell, with every seed.
+        steps, batch_size, lr: the recipe (the same for every cell).
+        vocab: MQAR vocabulary (keys in its lower half, values in its upper half).
+        train_examples, val_examples: sequences per cell (training: drawn per seed; validation: shared).
+    """
+
+    settings: tuple[tuple[int, int], ...]
+    widths: tuple[int, ...]
+    mixers: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    vocab: int
+    train_examples: int
+    val_examples: int
+    layers: int = 2
+    heads: int = 2
+
+    def cells(self) -> list[Cell]:
+        """Every cell, seeds outermost (a partial run covers the whole grid with the first seed)."""
+        return [
+            Cell(
+                "mqar",
+                mixer,
+                width,
+                self.layers,
+                self.heads,
+                self.steps,
+                self.batch_size,
+                self.lr,
+                seed,
+                {
+                    "seq_len": seq_len,
+                    "pairs": pairs,
+                    "vocab": self.vocab,
+                    "train_examples": self.train_examples,
+                    "val_examples": self.val_examples,
+                },
+            )
+            for seed in self.seeds
+            for seq_len, pairs in self.settings
+            for width in self.widths
+            for mixer in self.mixers
+        ]
+
+
+def recall_grid_plan(mode: str) -> RecallGridPlan:
+    """The grid of ``mode``.
+
+    ``"tiny"`` (tests, seconds) and ``"quick"`` (a slice: one setting, two widths, softmax and NaLa) show the
+    section's outputs; ``"reduced"`` is the pass committed under ``benchmarks/boundary-reduced`` (one seed, about
+    25 CPU-minutes); ``"full"`` is sized for about 2 hours of the 3-hour budget on 2 cores: 3 settings x 3 widths x
+    10 mixers x 3 seeds = 270 cells of 600 steps. Cost per cell was measured on 2 cores: 600 steps at width 64 and
+    T = 64 take 30-60 CPU-seconds on a quiet machine, about 40 s on average over the mixers, so 270 cells take
+    about 3 CPU-hours, 1.5 hours on 2 workers.
+    """
+    if mode == "tiny":
+        return RecallGridPlan(((16, 2),), (16,), ("softmax", "nala"), (0,), 2, 8, 3e-3, 16, 32, 16)
+    if mode == "quick":
+        return RecallGridPlan(((32, 4),), (16, 32), ("softmax", "nala"), (0,), 40, 32, 3e-3, 32, 1280, 64)
+    if mode == "reduced":
+        mixers = ("softmax", "nala", "elu", "gated_deltanet")
+        return RecallGridPlan(((32, 4), (32, 8)), (16, 64), mixers, (0,), 600, 64, 3e-3, 32, 38_400, 256)
+    if mode == "full":
+        settings = ((32, 4), (32, 8), (64, 16))
+        return RecallGridPlan(settings, (16, 32, 64), RECALL_MIXERS, (0, 1, 2), 600, 64, 3e-3, 64, 38_400, 512)
+    raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced or full, got {mode!r}")
+
+
+def summarise_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, std and seed count per (setting, mixer, width), and the frontier per (setting, mixer)."""
+    from nalaformer.reproduce.boundary_stats import mean_std
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        if "error" in record:
+            continue
+        cell = record["cell"]
+        key = (cell["data"]["seq_len"], cell["data"]["pairs"], cell["mixer"], cell["width"])
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (seq_len, pairs, mixer, width), group in groups.items():
+        stats = mean_std([r["accuracy"] for r in group])
+        rows.append(
+            {
+                "seq_len": seq_len,
+                "pairs": pairs,
+                "mixer": mixer,
+                "width": width,
+                **stats,
+                "seeds": sorted(r["cell"]["seed"] for r in group),
+                "state_bytes": group[0]["state_bytes"],
+                "cpu_seconds": sum(r["train_seconds"] for r in group) / len(group),
+            }
+        )
+    frontier = []
+    for seq_len, pairs, mixer in sorted({(r["seq_len"], r["pairs"], r["mixer"]) for r in rows}):
+        line = sorted(
+            (r for r in rows if (r["seq_len"], r["pairs"], r["mixer"]) == (seq_len, pairs, mixer)),
+            key=lambda r: r["width"],
+        )
+        solved = [r for r in line if r["mean"] is not None and r["mean"] >= SOLVED]
+        frontier.append(
+            {
+                "seq_len": seq_len,
+                "pairs": pairs,
+                "mixer": mixer,
+                "smallest_width": solved[0]["width"] if solved else None,
+                "state_bytes": solved[0]["state_bytes"] if solved else None,
+                "best_accuracy": max((r["mean"] for r in line if r["mean"] is not None), default=None),
+            }
+        )
+    return {"rows": rows, "frontier": frontier, "threshold": SOLVED}
+
+
+def recall_section(out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False) -> dict[str, Any]:
+    """Train the grid's missing cells into ``results/recall/`` and write ``results/recall_grid.json``."""
+    from dataclasses import asdict
+
+    from nalaformer.reproduce.small_training import write_summary
+
+    plan = recall_grid_plan(mode)
+    records = run_cells(plan.cells(), Path(out_dir) / "results" / "recall", workers=workers, progress=progress)
+    result = {
+        "mode": mode,
+        "plan": asdict(plan),
+        **summarise_grid(records),
+        "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
+    }
+    return write_summary(result, Path(out_dir) / "results" / "recall_grid.json")

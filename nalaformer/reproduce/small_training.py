@@ -1,0 +1,342 @@
+"""One small training run of the boundary sections (recall grid, long-range tasks): a cell.
+
+A cell trains one mixer on one task at one size and seed with a fixed small recipe (AdamW, weight decay 0.1, cosine
+schedule with 10% warm-up, gradient clipping at 1) and no checkpoints: a cell takes seconds to minutes, so an
+interrupted study simply reruns the cells that have no result yet. The models are the library's own:
+
+- MQAR: ``NaLaForCausalLM``; the loss and the accuracy count only the query positions.
+- classification (ListOps, Pathfinder, pixel sequences): ``NaLaModel`` (causal, so every mixer of the study runs),
+  its final states averaged over the real tokens, and a linear head.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nalaformer.data.mqar import IGNORE_INDEX, MQARDataset
+
+CLASSIFICATION_TASKS = ("listops", "pathfinder", "pixels")
+TASKS = ("mqar", *CLASSIFICATION_TASKS)
+EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run.
+
+    Attributes:
+        task: ``"mqar"``, ``"listops"``, ``"pathfinder"`` or ``"pixels"``.
+        mixer: causal registry name of every layer's token mixer.
+        width: model width (``hidden_size``).
+        layers, heads: decoder layers and heads per mixer.
+        steps, batch_size, lr: the recipe.
+        seed: seeds the model and the order of the training examples (MQAR: also its training sequences).
+        data: MQAR: ``seq_len``, ``pairs``, ``vocab``, ``train_examples``, ``val_examples``; classification:
+            ``path`` (a ``.pt`` file of ``train_x``, ``train_y``, ``val_x``, ``val_y``, ``vocab``, ``classes``,
+            ``pad``) and ``seq_len``.
+    """
+
+    task: str
+    mixer: str
+    width: int
+    layers: int
+    heads: int
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"Cell.task must be one of {TASKS}, got {self.task!r}")
+        if self.width % self.heads:
+            raise ValueError(f"Cell.width={self.width} must be a multiple of heads={self.heads}")
+
+    @property
+    def name(self) -> str:
+        """The cell's file stem: every field that distinguishes cells of one section."""
+        setting = f"T{self.data['seq_len']}" + (f"-P{self.data['pairs']}" if self.task == "mqar" else "")
+        return f"{self.task}-{setting}-{self.mixer}-w{self.width}-seed{self.seed}"
+
+
+class SequenceClassifier(nn.Module):
+    """A causal ``NaLaModel`` whose final states, averaged over the real tokens, feed a linear head."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, pad_id: int | None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, num_classes)
+        self.pad_id = pad_id
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # right padding never reaches a real token in a causal model, so the backbone needs no mask
+        states = self.backbone(input_ids=tokens, use_cache=False).last_hidden_state
+        if self.pad_id is None:
+            return self.head(states.mean(1))
+        real = (tokens != self.pad_id).unsqueeze(-1).to(states.dtype)
+        return self.head((states * real).sum(1) / real.sum(1).clamp_min(1.0))
+
+
+def _config(cell: Cell, vocab: int) -> Any:
+    from nalaformer.models.lm.configuration_nala import NaLaConfig
+
+    return NaLaConfig(
+        vocab_size=vocab,
+        hidden_size=cell.width,
+        num_hidden_layers=cell.layers,
+        num_attention_heads=cell.heads,
+        mixer=cell.mixer,
+        max_position_embeddings=max(2048, cell.data["seq_len"]),
+        use_cache=False,
+    )
+
+
+def build_model(cell: Cell, vocab: int, classes: int, pad_id: int | None) -> nn.Module:
+    from nalaformer.models.lm.modeling_nala import NaLaForCausalLM, NaLaModel
+
+    if cell.task == "mqar":
+        return NaLaForCausalLM(_config(cell, vocab))
+    return SequenceClassifier(NaLaModel(_config(cell, vocab)), classes, pad_id)
+
+
+def _mqar_tensors(cell: Cell, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = cell.data
+    dataset = MQARDataset(
+        count, vocab_size=data["vocab"], seq_len=data["seq_len"], num_kv_pairs=data["pairs"], seed=seed
+    )
+    pairs = [dataset[i] for i in range(count)]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def load_cell_data(cell: Cell) -> dict[str, Any]:
+    """The cell's training and validation tensors, vocabulary, classes and padding id."""
+    if cell.task == "mqar":
+        # training sequences depend on the seed; the validation set is the same for every seed and mixer
+        train_x, train_y = _mqar_tensors(cell, cell.data["train_examples"], seed=cell.seed)
+        val_x, val_y = _mqar_tensors(cell, cell.data["val_examples"], seed=1_000_003)
+        tensors = {"train_x": train_x, "train_y": train_y, "val_x": val_x, "val_y": val_y}
+        return {**tensors, "vocab": cell.data["vocab"], "classes": 0, "pad": None}
+    return torch.load(Path(cell.data["path"]), weights_only=True)
+
+
+def _loss_and_correct(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    if task == "mqar":
+        logits = model(input_ids=x, use_cache=False).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+        labelled = y != IGNORE_INDEX
+        return loss, int(((logits.argmax(-1) == y) & labelled).sum()), int(labelled.sum())
+    logits = model(x)
+    return F.cross_entropy(logits, y), int((logits.argmax(-1) == y).sum()), len(y)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy over the whole set (MQAR: per query)."""
+    model.eval()
+    correct = total = 0
+    for start in range(0, len(x), EVAL_BATCH):
+        _, right, count = _loss_and_correct(
+            model, task, x[start : start + EVAL_BATCH].long(), y[start : start + EVAL_BATCH]
+        )
+        correct, total = correct + right, total + count
+    model.train()
+    return correct / max(total, 1)
+
+
+def _schedule(step: int, steps: int) -> float:
+    warmup = max(1, steps // 10)
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _optimizer(model: nn.Module, cell: Cell) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cell.lr, weight_decay=0.1, betas=(0.9, 0.98))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, cell.steps))
+
+
+def _step(model, optimizer, scheduler, task: str, x: torch.Tensor, y: torch.Tensor) -> float:
+    loss, _, _ = _loss_and_correct(model, task, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
+def state_bytes(model: nn.Module, cell: Cell) -> int:
+    """Bytes of the decoding state after one sequence of ``seq_len`` tokens (batch 1, fp32): the recurrent state of
+    a linear mixer, the whole KV cache of softmax attention. What a model must carry to answer a query."""
+    from nalaformer.models.lm.modeling_nala import NaLaModel
+
+    backbone = model.model if hasattr(model, "model") else model.backbone
+    if not isinstance(backbone, NaLaModel):
+        raise TypeError(f"state_bytes: expected a NaLaModel backbone, got {type(backbone).__name__}")
+    tokens = torch.ones(1, cell.data["seq_len"], dtype=torch.long)
+    with torch.no_grad():
+        output = backbone.eval()(input_ids=tokens, use_cache=True, return_dict=True)
+    backbone.train()
+    # the field is "cache" or, before transformers renamed it, "past_key_values"
+    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    return int(cache.nbytes())
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Train ``cell`` and return its record: validation accuracy, loss, time per step, parameters (MQAR: state)."""
+    torch.manual_seed(cell.seed)
+    data = load_cell_data(cell)
+    model = build_model(cell, data["vocab"], data["classes"], data["pad"])
+    optimizer, scheduler = _optimizer(model, cell)
+    order = torch.Generator().manual_seed(cell.seed)
+    train_x, train_y = data["train_x"], data["train_y"]
+    losses, step_times = [], []
+    start = time.perf_counter()
+    for _ in range(cell.steps):
+        index = torch.randint(len(train_x), (cell.batch_size,), generator=order)
+        tick = time.perf_counter()
+        losses.append(_step(model, optimizer, scheduler, cell.task, train_x[index].long(), train_y[index]))
+        step_times.append(time.perf_counter() - tick)
+    train_seconds = time.perf_counter() - start
+    record: dict[str, Any] = {
+        "cell": asdict(cell),
+        "name": cell.name,
+        "accuracy": evaluate(model, cell.task, data["val_x"], data["val_y"]),
+        "final_train_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+        "train_seconds": train_seconds,
+        # the median step skips the first steps' one-off costs (allocations, lazy initialisation)
+        "seconds_per_step": sorted(step_times)[len(step_times) // 2] if step_times else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+    }
+    if cell.task == "mqar":
+        record["state_bytes"] = state_bytes(model, cell)
+    return record
+
+
+def training_step_case(**cell_fields: Any):
+    """A ``nalaformer.bench.memory`` case: one training step of the cell's model on a batch of its shape (token
+    values do not change memory), after one warm-up step that creates the optimizer state."""
+    cell = Cell(**cell_fields)
+    vocab = cell.data.get("vocab", 256)
+    classes = cell.data.get("classes", 10)
+    model = build_model(cell, vocab, classes, None)
+    optimizer, scheduler = _optimizer(model, cell)
+    x = torch.randint(1, vocab, (cell.batch_size, cell.data["seq_len"]))
+    y = x.clone() if cell.task == "mqar" else torch.randint(0, classes, (cell.batch_size,))
+
+    def step() -> None:
+        _step(model, optimizer, scheduler, cell.task, x, y)
+
+    return step, step
+
+
+def training_step_memory(cell: Cell) -> float:
+    """Peak resident bytes one training step of ``cell`` adds, measured in this process (``nan`` off Linux).
+
+    Reliable in a worker started with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed (:func:`run_cells` does that), so
+    freed tensors leave the heap and a later step cannot reuse them unseen (see ``nalaformer.bench.memory``).
+    """
+    from nalaformer.bench.memory import measure_cpu_peak_in_process, rss_supported
+
+    if not rss_supported():
+        return math.nan
+    return measure_cpu_peak_in_process("nalaformer.reproduce.small_training:training_step_case", asdict(cell))
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _cell_entry(cell: Cell, path: str, memory: bool) -> dict[str, Any]:
+    """Runs in a worker: train, measure, write the record (failures come back as records with an error)."""
+    from nalaformer.reporting import write_json
+
+    try:
+        record = run_cell(cell)
+        if memory:
+            record["step_peak_bytes"] = training_step_memory(cell)
+    except Exception as error:  # the section lists every failed cell with its reason
+        return {"cell": asdict(cell), "name": cell.name, "error": f"{type(error).__name__}: {error}"}
+    write_json(record, Path(path))
+    return record
+
+
+def run_cells(
+    cells: list[Cell], folder: Path, *, workers: int, memory: bool = False, progress: bool = False
+) -> list[dict[str, Any]]:
+    """Every cell's record, training those without ``folder/<cell.name>.json`` yet, ``workers`` at a time (one
+    thread each, spawned processes; with ``workers <= 1`` one after the other in this process). Returns the records
+    in the order of ``cells``; failed cells carry ``error``."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    from nalaformer.reporting import read_json
+
+    folder = Path(folder)
+    records: dict[str, dict[str, Any]] = {}
+    pending = []
+    for cell in cells:
+        record = read_json(folder / f"{cell.name}.json")
+        if record is None:
+            pending.append(cell)
+        else:
+            records[cell.name] = record
+    if pending and workers <= 1:
+        # in this process (tests, tiny runs): no start-up cost; the memory figure may miss freed heap memory reused
+        for cell in pending:
+            record = _cell_entry(cell, str(folder / f"{cell.name}.json"), memory)
+            records[record["name"]] = record
+    elif pending:
+        bar = None
+        if progress:
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(pending), desc=f"{pending[0].task} cells", unit="cell", dynamic_ncols=True)
+            except ImportError:
+                bar = None
+        saved = {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+        # the workers inherit these at spawn: freed memory goes back to the system (see training_step_memory)
+        os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+        try:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+                futures = [pool.submit(_cell_entry, c, str(folder / f"{c.name}.json"), memory) for c in pending]
+                for future in concurrent.futures.as_completed(futures):
+                    record = future.result()
+                    records[record["name"]] = record
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if bar is not None:
+                bar.close()
+    return [records[cell.name] for cell in cells]
+
+
+def write_summary(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Write a section's summary unless the file already holds it (a resumed, finished study rewrites nothing);
+    returns the summary as read back (JSON types)."""
+    import json
+
+    from nalaformer.reporting import read_json, to_json, write_json
+
+    fresh = json.loads(json.dumps(to_json(result)))
+    if read_json(path) != fresh:
+        write_json(fresh, path)
+    return fresh

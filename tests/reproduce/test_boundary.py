@@ -1,0 +1,73 @@
+"""The boundary sections' statistics and report, from synthetic cell records (no training), and one tiny cell."""
+
+from __future__ import annotations
+
+import pytest
+
+from nalaformer.reproduce.boundary_report import boundary_lines, recall_best_rows
+from nalaformer.reproduce.boundary_stats import call_best, mean_std
+from nalaformer.reproduce.long_range import long_range_plan, summarise_long_range
+from nalaformer.reproduce.recall_grid import SOLVED, recall_grid_plan, summarise_grid
+from nalaformer.reproduce.results import fmt
+from nalaformer.reproduce.small_training import Cell, run_cell
+
+
+def _mqar(mixer: str, width: int, seed: int, accuracy: float, state: int) -> dict:
+    cell = Cell("mqar", mixer, width, 2, 2, 10, 8, 1e-3, seed, {"seq_len": 32, "pairs": 4, "vocab": 32})
+    return {"cell": cell.__dict__, "name": cell.name, "accuracy": accuracy, "state_bytes": state, "train_seconds": 1.0}
+
+
+def test_a_lead_is_called_only_beyond_seed_noise():
+    far = {"a": mean_std([0.9, 0.92, 0.91]), "b": mean_std([0.5, 0.52, 0.51])}
+    near = {"a": mean_std([0.9, 0.80, 0.85]), "b": mean_std([0.84, 0.86, 0.83])}
+    one = {"a": mean_std([0.9]), "b": mean_std([0.1])}
+    assert call_best("t", far)["verdict"] == "ahead beyond seed noise" and call_best("t", far)["best"] == "a"
+    assert call_best("t", near)["verdict"] == "within seed noise"
+    assert call_best("t", one)["verdict"] == "not called (one seed)" and call_best("t", one)["noise"] is None
+    assert call_best("t", {"a": mean_std([0.5])}) is None
+
+
+def test_frontier_is_the_smallest_width_whose_mean_reaches_the_threshold():
+    records = (
+        [_mqar("softmax", 16, s, 0.95, 1000) for s in (0, 1)]
+        + [_mqar("nala", 16, s, a, 100) for s, a in ((0, 0.5), (1, 0.6))]
+        + [_mqar("nala", 32, s, a, 400) for s, a in ((0, 0.95), (1, 0.91))]
+    )
+    grid = summarise_grid(records)
+    frontier = {f["mixer"]: f for f in grid["frontier"]}
+    assert frontier["softmax"]["smallest_width"] == 16 and frontier["softmax"]["state_bytes"] == 1000
+    assert frontier["nala"]["smallest_width"] == 32 and frontier["nala"]["state_bytes"] == 400
+    assert grid["threshold"] == SOLVED
+    nala16 = next(r for r in grid["rows"] if (r["mixer"], r["width"]) == ("nala", 16))
+    assert nala16["mean"] == pytest.approx(0.55) and nala16["n"] == 2 and nala16["seeds"] == [0, 1]
+    best = {r["task"]: r for r in recall_best_rows({**grid, "plan": {"mixers": ["softmax", "nala"]}})}
+    assert best["MQAR T=32 P=4 width 16"]["best"] == "softmax"
+    assert best["MQAR T=32 P=4 width 16"]["verdict"] == "ahead beyond seed noise"
+
+
+def test_the_report_prints_the_json_numbers():
+    records = []
+    for seed, (a, b) in enumerate(((0.61, 0.55), (0.63, 0.52))):
+        for mixer, accuracy in (("softmax", a), ("nala", b)):
+            cell = Cell("listops", mixer, 16, 1, 2, 10, 8, 1e-3, seed, {"seq_len": 64, "source": "generated"})
+            records.append(
+                {"cell": cell.__dict__, "name": cell.name, "accuracy": accuracy, "seconds_per_step": 0.01,
+                 "step_peak_bytes": 3 * 2**20, "parameters": 123}
+            )  # fmt: skip
+    long_range = {**summarise_long_range(records), "plan": long_range_plan("tiny").__dict__, "failures": []}
+    softmax = long_range["tasks"]["listops"]["mixers"]["softmax"]
+    assert softmax["mean"] == pytest.approx(0.62) and softmax["n"] == 2
+    text = "\n".join(boundary_lines(None, long_range, {}))
+    assert f"| listops | generated | 64 | softmax | {fmt(softmax['mean'])} ± {fmt(softmax['std'])} (n=2) |" in text
+    row = long_range["best"][0]
+    assert f"| listops | softmax | nala | {fmt(row['margin'])} |" in text
+
+
+def test_one_tiny_cell_trains_and_reports_its_state():
+    cell = recall_grid_plan("tiny").cells()[1]
+    record = run_cell(cell)
+    assert 0.0 <= record["accuracy"] <= 1.0 and record["state_bytes"] > 0 and record["parameters"] > 0
+    with pytest.raises(ValueError, match="multiple of heads"):
+        Cell("mqar", "nala", 15, 1, 2, 1, 1, 1e-3, 0, {"seq_len": 16})
+    with pytest.raises(ValueError, match="mode must be"):
+        recall_grid_plan("huge")

@@ -1,0 +1,89 @@
+"""The report's wording rules and plot-axis choices (each replaced a misleading form)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nalaformer.reproduce.claims import (
+    CONSTANT_SHARE,
+    describe_gain,
+    exponent_verdict,
+    paper_reference,
+    task_claims,
+)
+from nalaformer.reproduce.report import accuracy_axis, log_axis_labels
+
+
+def test_a_signed_gain_is_said_as_better_or_worse_by_its_size():
+    assert describe_gain(-0.451) == "worse by 0.451"
+    assert describe_gain(0.012) == "better by 0.012"
+    assert describe_gain(0.0) == "equal"
+
+
+def test_the_exponent_verdict_uses_one_threshold_for_every_mode():
+    # the quick run's 86.9% and the full run's 97.7% saturated queries get the same words
+    quick, full = exponent_verdict(0.869), exponent_verdict(0.977)
+    assert quick.startswith("effectively constant") and full.startswith("effectively constant")
+    assert f"{100 * CONSTANT_SHARE:.0f}%" in quick
+    assert exponent_verdict(0.1).startswith("dynamic")
+    assert exponent_verdict(0.5).startswith("partly saturated")
+
+
+def _task(nala: float, softmax: float, n: int = 1) -> dict:
+    std = 0.01 if n > 1 else None
+    return {
+        "metric": "val_loss",
+        "higher_is_better": False,
+        "mixers": {
+            "nala": {"mean": nala, "std": std, "n": n},
+            "softmax": {"mean": softmax, "std": std, "n": n},
+        },
+    }
+
+
+def test_claims_on_a_lower_is_better_metric_say_worse_by():
+    claims = {c["id"]: c for c in task_claims("lm", _task(nala=2.451, softmax=2.0))}
+    versus = claims["nala_vs_softmax_lm"]
+    assert versus["ours"] == "NaLa vs softmax: worse by 0.451" and "better direction" not in versus["ours"]
+    assert versus["verdict"].startswith("worse")
+
+
+def test_imagenet_numbers_are_labelled_as_such_off_the_image_task():
+    claims = {c["id"]: c for c in task_claims("mqar", _task(0.9, 0.95))}
+    assert claims["nala_vs_softmax_mqar"]["paper"].startswith("the paper's ImageNet claim, applied to mqar")
+    image = {c["id"]: c for c in task_claims("image", _task(0.9, 0.95))}
+    assert image["nala_vs_softmax_image"]["paper"].startswith("Table 6 (ImageNet-1K")
+    assert paper_reference("image", "x") == "x"
+
+
+def _entry(means: list[float], std: float | None, n: int) -> dict:
+    return {"mixers": {f"m{i}": {"mean": m, "std": std, "n": n} for i, m in enumerate(means)}}
+
+
+def test_one_seed_panels_start_at_zero_and_say_one_seed():
+    layout = accuracy_axis(_entry([0.958, 0.975], None, 1))
+    assert layout["ylim"][0] == 0.0 and layout["ylim"][1] >= 0.975
+    assert "one seed" in layout["note"]
+
+
+def test_panels_with_seeds_zoom_to_cover_the_error_bars():
+    layout = accuracy_axis(_entry([0.958, 0.975], 0.004, 3))
+    low, high = layout["ylim"]
+    assert 0.0 < low < 0.958 - 0.004 and high > 0.975 + 0.004
+    assert layout["note"] == "mean ± std over 3 seeds"
+
+
+def test_log_axes_label_only_the_measured_lengths():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    figure, axis = plt.subplots()
+    axis.loglog([256, 1024, 4096], [3.0, 4.0, 5.0])
+    log_axis_labels(axis, [256, 1024, 4096])
+    figure.canvas.draw()
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["256", "1024", "4096"]
+    assert isinstance(axis.yaxis.get_minor_formatter(), NullFormatter)
+    assert all(not t.get_text() for t in axis.get_yticklabels(minor=True))
+    plt.close(figure)
