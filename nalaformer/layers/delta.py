@@ -8,7 +8,7 @@ DeltaNet. Here the four share one mixer in the shared block (fused ``q, k, v, g`
   ``v``; ``beta_t = sigmoid(W_beta x_t)`` per head (``2 sigmoid`` with ``allow_neg_eigval``); Gated DeltaNet's decay
   ``log alpha_t = -exp(A_log) * softplus(W_alpha x_t + dt_bias)`` per head (Mamba-2 parametrisation);
 - keys are always L2-normalised after the map: the delta rule is only stable for ``||k_t|| <= 1``
-  (``nalaformer/ops/delta_rule/README.md``). For NaLa that keeps the sign split and the cubic sharpening of the key
+  (``nalaformer/ops/delta/README.md``). For NaLa that keeps the sign split and the cubic sharpening of the key
   direction and drops the key magnitude, whose role (a per-key write strength) ``beta_t`` takes over;
 - queries: SiLU then L2 normalisation for the originals; NaLa's norm-aware map, not re-normalised, for the NaLa
   variants (queries only read the state, so they do not affect stability, and ``p(||q||)`` keeps its effect).
@@ -31,7 +31,7 @@ from nalaformer.layers.block import AttentionBlock
 from nalaformer.layers.feature_maps import FeatureMap, NaLaFeatureMap, Streams
 from nalaformer.layers.registry import register_attention
 from nalaformer.layers.short_conv import ShortConvolution
-from nalaformer.ops.delta_rule import delta_rule
+from nalaformer.ops.delta import delta_rule
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Feature maps ``x -> phi(x)`` for normalised linear attention.
 
 Every map acts on the last dimension of a ``[..., D]`` tensor and returns fp32 features ``[..., F]``. NaLa's maps and
-every baseline's live here so the attention forms in :mod:`nalaformer.ops.linear_attention` are shared by all methods.
+every baseline's live here so the attention forms in :mod:`nalaformer.ops.linear_attn` are shared by all methods.
 
 NaLa (the released code's defaults, docs/method.md §3):
 
@@ -29,7 +29,14 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
-from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies, sign_split_features
+from nalaformer.ops.fused_features import (
+    SignSplitOptions,
+    fused_path_applies,
+    l2_norm,
+    reference_features,
+    safe_pow,
+    sign_split_features,
+)
 from nalaformer.ops.validation import check_choice, check_float_tensor, upcast
 
 INHIBIT_MODES = ("sign", "cosine", "none")
@@ -95,18 +102,6 @@ def check_key_range(k: torch.Tensor, lam: float, compute_dtype: torch.dtype = to
             f"k: largest |k| = {largest:.3g} exceeds {limit:.3g}, past which |k|^lam summed over {tokens} tokens "
             f"overflows {compute_dtype} (lam={lam:g}); scale the keys down or normalise them"
         )
-
-
-def safe_pow(x: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
-    """``x ** p`` for ``x >= 0`` that is exactly 0 at ``x == 0`` with finite gradients (also w.r.t. ``p``)."""
-    positive = x > 0
-    base = torch.where(positive, x, torch.ones_like(x))
-    return torch.where(positive, base.pow(p), torch.zeros_like(x))
-
-
-def l2_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``||x||_2`` over the last dimension, ``[..., 1]``, floored at ``eps`` so that zero vectors stay finite."""
-    return (x * x).sum(dim=-1, keepdim=True).clamp_min(eps * eps).sqrt()
 
 
 def _split(magnitude: torch.Tensor, direction: torch.Tensor, inhibit: str, alpha: float) -> torch.Tensor:
@@ -215,12 +210,7 @@ def reference_sign_split_power(
     ``normalise=True`` is :func:`nala_query_map` (``x / ||x||`` to the norm-aware or constant power), ``False``
     :func:`nala_key_map` (``|x|^lam``). ``x [..., D]`` fp32 or fp64; returns ``[..., 2D]`` in its dtype.
     """
-    if not normalise:
-        return _split(safe_pow(x.abs(), lam), x, "sign", 0.0)
-    norm = l2_norm(x, eps)
-    x_hat = x / norm
-    p = nala_exponent(norm, lam, tau, temperature) if power is None else power
-    return _split(safe_pow(x_hat.abs(), p), x_hat, "sign", 0.0)
+    return reference_features(x, SignSplitOptions(normalise, lam, tau, temperature, power, eps))
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:

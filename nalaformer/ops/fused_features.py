@@ -131,14 +131,28 @@ def sign_split_backward(
     return grad_x if grad_norm is None else grad_x.addcmul_(x, grad_norm)
 
 
-def reference_features(x: torch.Tensor, options: SignSplitOptions) -> torch.Tensor:
-    """The reference formula of the map (autograd-tracked; double backward differentiates it)."""
-    # imported here: feature_maps imports this module
-    from nalaformer.ops.feature_maps import reference_sign_split_power
+def safe_pow(x: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
+    """``x ** p`` for ``x >= 0`` that is exactly 0 at ``x == 0`` with finite gradients (also w.r.t. ``p``)."""
+    positive = x > 0
+    base = torch.where(positive, x, torch.ones_like(x))
+    return torch.where(positive, base.pow(p), torch.zeros_like(x))
 
-    return reference_sign_split_power(
-        x, options.normalise, options.lam, options.tau, options.temperature, options.power, options.eps
-    )
+
+def l2_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``||x||_2`` over the last dimension, ``[..., 1]``, floored at ``eps`` so that zero vectors stay finite."""
+    return (x * x).sum(dim=-1, keepdim=True).clamp_min(eps * eps).sqrt()
+
+
+def reference_features(x: torch.Tensor, options: SignSplitOptions) -> torch.Tensor:
+    """The map written out with autograd-tracked ops (``where``, ``pow``, ``cat``): the oracle of the fused passes,
+    and what their double backward differentiates. ``x [..., D]`` fp32 or fp64; returns ``[..., 2D]``."""
+    direction, norm = x, None
+    if options.normalise:
+        norm = l2_norm(x, options.eps)
+        direction = x / norm
+    magnitude = safe_pow(direction.abs(), options.exponent(norm))
+    zero = torch.zeros_like(magnitude)
+    return torch.cat([torch.where(direction > 0, magnitude, zero), torch.where(direction < 0, magnitude, zero)], -1)
 
 
 class SignSplitPower(torch.autograd.Function):

@@ -1,7 +1,7 @@
 """Double backward for the hand-written backward functions: differentiate the reference formula instead.
 
 The fused autograd functions (:mod:`nalaformer.ops.fused_features`,
-:mod:`nalaformer.ops.linear_attention.parallel`) compute their first derivatives by hand from a few saved tensors. When
+:mod:`nalaformer.ops.linear_attn.parallel`) compute their first derivatives by hand from a few saved tensors. When
 a caller asks for a differentiable gradient (``create_graph=True``, e.g. a gradient penalty or ``gradgradcheck``),
 their backward calls :func:`reference_vjp`, which recomputes the plain formula under autograd, so every order of
 derivative stays exact at the cost of speed.

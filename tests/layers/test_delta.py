@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from nalaformer.layers import DeltaRuleAttention, DeltaRuleState, MixerState, build_attention
 from nalaformer.ops import nala_key_map, nala_query_map
-from nalaformer.ops.delta_rule import naive_recurrent_delta_rule
+from nalaformer.ops.delta import naive_recurrent_delta_rule
 from tests.assertions import assert_close
 
 DIM, HEADS = 32, 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
@@ -12,10 +10,9 @@ pytest.importorskip("transformers")
 from nalaformer.layers import attention_spec, list_attentions
 from nalaformer.models.lm import NaLaCache, NaLaConfig, NaLaForCausalLM
 from nalaformer.models.lm.compat import CACHE_FIELD
+from nalaformer.ops.nala import api as nala_op
 from tests.assertions import assert_close, assert_greedy_tokens_match
 
-# by module path: `nalaformer.ops.linear_attention` the attribute is the function, the package is shadowed
-nala_op = importlib.import_module("nalaformer.ops.nala")
 VOCAB = 96
 
 

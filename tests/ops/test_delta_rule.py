@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nalaformer.ops.delta_rule import chunk_delta_rule, delta_rule, naive_recurrent_delta_rule, recurrent_delta_rule
+from nalaformer.ops.delta import chunk_delta_rule, delta_rule, naive_recurrent_delta_rule, recurrent_delta_rule
 from tests.assertions import assert_close
 
 FORMS = {"naive": naive_recurrent_delta_rule, "chunk": chunk_delta_rule, "recurrent": recurrent_delta_rule}

@@ -8,8 +8,8 @@ import torch
 from nalaformer.ops import nala_key_map, nala_query_map
 from nalaformer.ops.feature_maps import reference_sign_split_power
 from nalaformer.ops.fused_features import SignSplitOptions, SignSplitPower, fused_path_applies
-from nalaformer.ops.linear_attention.chunk import CausalChunkSums, reference_causal_sums
-from nalaformer.ops.linear_attention.parallel import parallel_core, reference_parallel
+from nalaformer.ops.linear_attn.chunk import CausalChunkSums, reference_causal_sums
+from nalaformer.ops.linear_attn.parallel import parallel_core, reference_parallel
 from tests.assertions import assert_close
 
 MAPS = [

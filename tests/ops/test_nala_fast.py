@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from nalaformer.ops import LinearAttentionState, linear_attention, nala_attention, rope_angles_1d
-from nalaformer.ops import nala_common as common
-from nalaformer.ops.nala import reference_nala_attention
+from nalaformer.ops.nala import common, reference_nala_attention
 from tests.assertions import assert_close
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nalaformer.ops.feature_maps import nala_key_map, nala_query_map, reference_sign_split_power
 from nalaformer.ops.fused_features import SignSplitOptions, fused_path_applies, sign_split_backward, sign_split_forward
 
 # Features per block: at most BLOCK_ELEMENTS (1 MiB of fp32 stays in cache) and, for mid-length sequences, a 16th of
@@ -90,9 +91,6 @@ class NaLaMap:
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """The map's formula with autograd-tracked ops."""
-        # imported here: feature_maps imports fused_features, which this module's users import first
-        from nalaformer.ops.feature_maps import nala_key_map, nala_query_map, reference_sign_split_power
-
         if self.inhibit == "sign":
             return reference_sign_split_power(x, self.query, self.lam, self.tau, self.temperature, self.power, self.eps)
         if self.query:

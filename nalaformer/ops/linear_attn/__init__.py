@@ -1,6 +1,6 @@
 """Normalised linear attention over precomputed features: non-causal, causal chunked / recurrent / naive."""
 
-from nalaformer.ops.linear_attention.api import linear_attention
-from nalaformer.ops.linear_attention.state import LinearAttentionState
+from nalaformer.ops.linear_attn.api import linear_attention
+from nalaformer.ops.linear_attn.state import LinearAttentionState
 
 __all__ = ["LinearAttentionState", "linear_attention"]

@@ -13,7 +13,7 @@ from numbers import Real
 
 import torch
 
-from nalaformer.ops.linear_attention.api import Packing, fp32_region
+from nalaformer.ops.linear_attn.api import Packing, fp32_region
 from nalaformer.ops.validation import (
     check_attention_mask,
     check_choice,

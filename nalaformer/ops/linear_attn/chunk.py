@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from nalaformer.ops.higher_order import reference_vjp
-from nalaformer.ops.linear_attention.naive import normalise
-from nalaformer.ops.linear_attention.state import LinearAttentionState
+from nalaformer.ops.linear_attn.naive import normalise
+from nalaformer.ops.linear_attn.state import LinearAttentionState
 
 
 def chunk_core(

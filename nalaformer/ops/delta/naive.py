@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from nalaformer.ops.delta_rule.inputs import run_delta_rule_form
+from nalaformer.ops.delta.inputs import run_delta_rule_form
 
 
 def _naive_core(
@@ -51,7 +51,7 @@ def naive_recurrent_delta_rule(
     """Reference delta rule (DeltaNet; Gated DeltaNet when ``g`` is given), one explicit step per token.
 
     Slow (a ``Dk × Dk`` transition per step); use it to check the other forms. Arguments, returns and
-    rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
+    rules: see :func:`nalaformer.ops.delta.delta_rule`.
     """
     return run_delta_rule_form(
         _naive_core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens

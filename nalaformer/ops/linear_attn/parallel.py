@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from nalaformer.ops.higher_order import reference_vjp
-from nalaformer.ops.linear_attention.naive import nonzero
+from nalaformer.ops.linear_attn.naive import nonzero
 
 
 def parallel_core(

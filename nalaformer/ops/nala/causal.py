@@ -3,7 +3,7 @@ and the single-token decoding step.
 
 ``o_t = rot(phi_q_t) · S_t / (phi_q_t · z_t + eps n_t)`` with the running sums ``S_t = S_0 + Σ_{s <= t} rot(phi_k_s)
 v_sᵀ``, ``z_t = z_0 + Σ_{s <= t} phi_k_s`` and the count ``n_t`` of real keys (``rot`` = RoPE, numerator only). Each
-block is a few chunks of the chunked form (:func:`~nalaformer.ops.linear_attention.chunk.chunk_sums_forward`) started
+block is a few chunks of the chunked form (:func:`~nalaformer.ops.linear_attn.chunk.chunk_sums_forward`) started
 from the running state, which is carried from block to block; backward walks the blocks in reverse with the state's
 gradient. Without RoPE the denominator rides along the numerator as a ones column of the values (one set of
 matmuls); with RoPE numerator (rotated features) and denominator (plain ones) are two streams of the chunked form.
@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 
 from nalaformer.ops.higher_order import reference_vjp
-from nalaformer.ops.linear_attention.chunk import chunk_sums_backward, chunk_sums_forward, chunked
-from nalaformer.ops.linear_attention.naive import nonzero
-from nalaformer.ops.nala_common import NaLaMap, causal_block_length, reference_rotate, rotate, token_blocks
-from nalaformer.ops.nala_noncausal import gradient_of_ratio, key_block, query_block, reference_nala
+from nalaformer.ops.linear_attn.chunk import chunk_sums_backward, chunk_sums_forward, chunked
+from nalaformer.ops.linear_attn.naive import nonzero
+from nalaformer.ops.nala.common import NaLaMap, causal_block_length, reference_rotate, rotate, token_blocks
+from nalaformer.ops.nala.noncausal import gradient_of_ratio, key_block, query_block, reference_nala
 
 
 def _block_inputs(q, k, v, block, query, key, table, valid) -> tuple[torch.Tensor, ...]:

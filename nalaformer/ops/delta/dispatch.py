@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from nalaformer.ops.delta_rule.chunk import chunk_delta_rule
-from nalaformer.ops.delta_rule.inputs import check_mode
-from nalaformer.ops.delta_rule.naive import naive_recurrent_delta_rule
-from nalaformer.ops.delta_rule.recurrent import recurrent_delta_rule
+from nalaformer.ops.delta.chunk import chunk_delta_rule
+from nalaformer.ops.delta.inputs import check_mode
+from nalaformer.ops.delta.naive import naive_recurrent_delta_rule
+from nalaformer.ops.delta.recurrent import recurrent_delta_rule
 from nalaformer.ops.validation import check_chunk_size
 
 # At or below this many tokens "auto" steps token by token (decoding). Measured on CPU (H=4, D=64): recurrent

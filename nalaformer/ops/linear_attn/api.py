@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nalaformer.ops.linear_attention.chunk import chunk_core
-from nalaformer.ops.linear_attention.naive import final_state, naive_core
-from nalaformer.ops.linear_attention.parallel import parallel_core
-from nalaformer.ops.linear_attention.recurrent import recurrent_core
-from nalaformer.ops.linear_attention.state import LinearAttentionState
+from nalaformer.ops.linear_attn.chunk import chunk_core
+from nalaformer.ops.linear_attn.naive import final_state, naive_core
+from nalaformer.ops.linear_attn.parallel import parallel_core
+from nalaformer.ops.linear_attn.recurrent import recurrent_core
+from nalaformer.ops.linear_attn.state import LinearAttentionState
 from nalaformer.ops.validation import (
     check_attention_mask,
     check_choice,

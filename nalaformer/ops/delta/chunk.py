@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from nalaformer.ops.delta_rule.inputs import run_delta_rule_form
+from nalaformer.ops.delta.inputs import run_delta_rule_form
 from nalaformer.ops.validation import check_chunk_size
 
 
@@ -94,7 +94,7 @@ def chunk_delta_rule(
     """Chunkwise-parallel delta rule (DeltaNet; Gated DeltaNet when ``g`` is given): the training / prefill path.
 
     Equal to ``naive_recurrent_delta_rule`` in outputs, final state and gradients up to rounding. Arguments, returns and
-    rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
+    rules: see :func:`nalaformer.ops.delta.delta_rule`.
     """
     check_chunk_size(chunk_size)
     core = functools.partial(_chunk_core, chunk_size=chunk_size)

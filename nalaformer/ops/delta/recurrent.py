@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from nalaformer.ops.delta_rule.inputs import run_delta_rule_form
+from nalaformer.ops.delta.inputs import run_delta_rule_form
 
 
 def _recurrent_core(
@@ -49,7 +49,7 @@ def recurrent_delta_rule(
     """Delta rule (DeltaNet; Gated DeltaNet when ``g`` is given) stepped token by token: the decoding path.
 
     Meant for ``T = 1`` (or a few tokens) with the state returned by a previous call; for long sequences use
-    ``chunk_delta_rule``. Arguments, returns and rules: see :func:`nalaformer.ops.delta_rule.delta_rule`.
+    ``chunk_delta_rule``. Arguments, returns and rules: see :func:`nalaformer.ops.delta.delta_rule`.
     """
     return run_delta_rule_form(
         _recurrent_core, q, k, v, beta, g, scale, initial_state, output_final_state, attention_mask, cu_seqlens

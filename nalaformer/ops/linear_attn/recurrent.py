@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from nalaformer.ops.linear_attention.naive import normalise
-from nalaformer.ops.linear_attention.state import LinearAttentionState
+from nalaformer.ops.linear_attn.naive import normalise
+from nalaformer.ops.linear_attn.state import LinearAttentionState
 
 
 def recurrent_core(

@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 
 from nalaformer.ops.higher_order import reference_vjp
-from nalaformer.ops.linear_attention.naive import naive_core, nonzero
-from nalaformer.ops.nala_common import NaLaMap, block_length, head_major, reference_rotate, rotate, token_blocks
+from nalaformer.ops.linear_attn.naive import naive_core, nonzero
+from nalaformer.ops.linear_attn.state import LinearAttentionState
+from nalaformer.ops.nala.common import NaLaMap, block_length, head_major, reference_rotate, rotate, token_blocks
 
 
 def key_block(
@@ -86,7 +87,7 @@ def gradient_of_ratio(
 class NaLaNonCausal(torch.autograd.Function):
     """``forward(q, k [B, T, H, D], v [B, T, H, Dv], table, valid, query, key, eps) -> o [B, T, H, Dv]``.
 
-    ``table``: complex RoPE table ``[1 or B, T, D/2]`` (:func:`~nalaformer.ops.nala_common.rotation_table`) or
+    ``table``: complex RoPE table ``[1 or B, T, D/2]`` (:func:`~nalaformer.ops.nala.common.rotation_table`) or
     None; ``valid``: bool ``[B, T]`` (True = real token) or None; ``query``, ``key``: :class:`NaLaMap`. fp32 or fp64
     inputs; padded positions give 0.
     """
@@ -209,8 +210,6 @@ def reference_nala(
     """What the fast forms compute, with the reference maps, a complex multiplication for RoPE and the quadratic
     form (autograd-tracked: the double backward of the fast forms differentiates it). Head-major inside,
     ``[B, T, H, Dv]`` out; ``kv, k_sum, count`` an initial state (causal)."""
-    from nalaformer.ops.linear_attention.state import LinearAttentionState
-
     phi_q, phi_k = query.reference(q.transpose(1, 2)), key.reference(k.transpose(1, 2))
     values = v.transpose(1, 2)
     if valid is None:

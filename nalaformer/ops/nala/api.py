@@ -17,11 +17,11 @@ from nalaformer.ops.feature_maps import (
     nala_key_map,
     nala_query_map,
 )
-from nalaformer.ops.linear_attention import LinearAttentionState, linear_attention
-from nalaformer.ops.linear_attention.api import CAUSAL_MODES, NONCAUSAL_MODES, Output, Packing, fp32_region
-from nalaformer.ops.nala_causal import NaLaCausal, first_nonfinite_key, nala_step
-from nalaformer.ops.nala_common import NaLaMap, rotation_table
-from nalaformer.ops.nala_noncausal import NaLaNonCausal
+from nalaformer.ops.linear_attn import LinearAttentionState, linear_attention
+from nalaformer.ops.linear_attn.api import CAUSAL_MODES, NONCAUSAL_MODES, Output, Packing, fp32_region
+from nalaformer.ops.nala.causal import NaLaCausal, first_nonfinite_key, nala_step
+from nalaformer.ops.nala.common import NaLaMap, rotation_table
+from nalaformer.ops.nala.noncausal import NaLaNonCausal
 from nalaformer.ops.rope import apply_rope, check_rope
 from nalaformer.ops.validation import (
     check_attention_mask,
@@ -83,8 +83,8 @@ def nala_attention(
         ``o [B, T, H, Dv]``, or ``(o, final_state)`` when ``output_final_state=True``.
 
     The fast path computes features, RoPE and attention a block of tokens at a time from ``q, k, v``
-    (:mod:`~nalaformer.ops.nala_noncausal`, :mod:`~nalaformer.ops.nala_causal`; a single decoding token with a
-    carried state takes :func:`~nalaformer.ops.nala_causal.nala_step`), never holding the features of the whole
+    (:mod:`~nalaformer.ops.nala.noncausal`, :mod:`~nalaformer.ops.nala.causal`; a single decoding token with a
+    carried state takes :func:`~nalaformer.ops.nala.causal.nala_step`), never holding the features of the whole
     sequence; every option above is covered. Math in fp32 (fp64 for fp64 inputs) with autocast off.
     """
     check_qkv(q, k, v)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nalaformer.ops.linear_attention.state import LinearAttentionState
+from nalaformer.ops.linear_attn.state import LinearAttentionState
 
 
 def normalise(num: torch.Tensor, den: torch.Tensor, count: torch.Tensor, eps: float) -> torch.Tensor:
