@@ -15,8 +15,58 @@ from transformers.cache_utils import Cache
 from nalaformer.layers import MixerState
 
 
+class NaLaCacheLayer:
+    """Read-only view of one layer's entry, ``cache.layers[i]``, under the attribute names of transformers' cache
+    layers: a softmax layer has ``keys [B, H, L, D]`` / ``values [B, H, L, Dv]`` (RoPE-rotated keys, padding
+    included, ``L`` = columns consumed); a linear layer has ``recurrent_states`` (its ``[B, H, F, Dv]`` running sum,
+    a tuple of one per stream for multi-stream feature maps such as NaLa's sign split) and ``conv_states`` (the
+    short-conv tail ``[B, C, K - 1]``). Every layer has ``state``, its ``MixerState`` (``None`` until the layer has
+    run). Writing goes through the model, never through these views.
+    """
+
+    def __init__(self, state: MixerState | None) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        kind = None if self.state is None else type(self.state.attention).__name__
+        return f"NaLaCacheLayer(state={kind})"
+
+    @property
+    def is_initialized(self) -> bool:
+        return self.state is not None
+
+    def _attention(self, name: str) -> torch.Tensor | None:
+        return None if self.state is None else getattr(self.state.attention, name, None)
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return self._attention("keys")
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return self._attention("values")
+
+    @property
+    def recurrent_states(self) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
+        # LinearAttentionState calls it kv, DeltaRuleState recurrent; a feature map with several streams (NaLa's
+        # sign split) keeps one state per stream, returned as a tuple
+        if self.state is None:
+            return None
+        attention = self.state.attention
+        parts = attention if isinstance(attention, tuple) else (attention,)
+        tensors = tuple(getattr(part, "kv", getattr(part, "recurrent", None)) for part in parts)
+        if any(t is None for t in tensors):
+            return None
+        return tensors if isinstance(attention, tuple) else tensors[0]
+
+    @property
+    def conv_states(self) -> torch.Tensor | None:
+        return None if self.state is None else self.state.conv
+
+
 class NaLaCache(Cache):
-    """Per-layer ``MixerState`` s of a :class:`NaLaForCausalLM`, updated in place by each forward call.
+    """Per-layer ``MixerState`` s of a :class:`NaLaForCausalLM`, updated in place by each forward call; read them as
+    ``cache.states[i]`` or, under transformers' names, ``cache.layers[i]`` (a :class:`NaLaCacheLayer` view).
 
     Args:
         num_layers (int): number of decoder layers (one entry each; ``None`` until the layer has run).
@@ -36,6 +86,17 @@ class NaLaCache(Cache):
 
     def __len__(self) -> int:
         return len(self.states)
+
+    @property
+    def layers(self) -> list[NaLaCacheLayer]:
+        """One read-only :class:`NaLaCacheLayer` view per decoder layer (transformers' ``Cache.layers``)."""
+        return [NaLaCacheLayer(state) for state in self.states]
+
+    @layers.setter
+    def layers(self, value: list) -> None:
+        # transformers' Cache.__init__ assigns its own (empty) list; the states are the storage here
+        if value:
+            raise AttributeError("NaLaCache.layers is a read-only view of NaLaCache.states")
 
     def __repr__(self) -> str:
         return f"NaLaCache(num_layers={len(self)}, seen_tokens={self.seen_tokens}, nbytes={self.nbytes()})"

@@ -8,6 +8,7 @@ Block: ``x + mixer(RMSNorm(x))``, then ``x + SwiGLU(RMSNorm(x))``; the mixer of 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from nalaformer.layers import MixerState, SoftmaxAttention, TokenMixer, build_attention
+from nalaformer.layers.tracing import is_graph_capture
 from nalaformer.models.lm.cache import NaLaCache
 from nalaformer.models.lm.compat import CACHE_FIELD
 from nalaformer.models.lm.configuration_nala import NaLaConfig
@@ -82,8 +85,11 @@ class NaLaMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class NaLaDecoderLayer(nn.Module):
+class NaLaDecoderLayer(GradientCheckpointingLayer):
     """Pre-norm block: ``x + mixer(RMSNorm(x))`` then ``x + SwiGLU(RMSNorm(x))``.
+
+    A transformers ``GradientCheckpointingLayer``: ``model.gradient_checkpointing_enable()`` recomputes it in the
+    backward pass (the hidden states go in positionally, as that class requires).
 
     Args:
         config (NaLaConfig): the model config.
@@ -244,6 +250,17 @@ class NaLaModel(NaLaPreTrainedModel):
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         use_cache = bool(use_cache) or cache is not None
+        if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # a recomputed layer would write its state twice; as transformers' models do, training drops the cache
+            if cache is not None:
+                raise ValueError(
+                    "a cache cannot be carried through gradient checkpointing in training mode; pass cache=None, or "
+                    "call model.eval() / model.gradient_checkpointing_disable()"
+                )
+            warnings.warn(
+                "use_cache=True is incompatible with gradient checkpointing; using use_cache=False", stacklevel=2
+            )
+            use_cache = False
 
         hidden_states = self._embed(input_ids, inputs_embeds)
         batch, seq_len = hidden_states.shape[:2]
@@ -261,17 +278,14 @@ class NaLaModel(NaLaPreTrainedModel):
             cache = NaLaCache(len(self.layers))
 
         all_hidden: tuple[torch.Tensor, ...] = ()
-        checkpointing = self.gradient_checkpointing and self.training and not use_cache
         for index, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             state = None if cache is None else cache.states[index]
-            if checkpointing:
-                hidden_states, _ = self._gradient_checkpointing_func(layer.__call__, hidden_states, mask, None, False)
-            else:
-                hidden_states, new_state = layer(hidden_states, mask, state, use_cache)
-                if use_cache:
-                    cache.update_layer(index, new_state)
+            # positional hidden states and mask: GradientCheckpointingLayer checkpoints over the positional ones
+            hidden_states, new_state = layer(hidden_states, mask, state=state, use_cache=use_cache)
+            if use_cache:
+                cache.update_layer(index, new_state)
         if cache is not None:
             cache.seen_tokens = past + seq_len
         hidden_states = self.norm(hidden_states)
@@ -305,10 +319,15 @@ class NaLaModel(NaLaPreTrainedModel):
             raise ValueError(f"input_ids must have shape [B, T], got {tuple(input_ids.shape)}")
         if input_ids.shape[1] == 0:
             raise ValueError(f"input_ids holds no token (an empty prompt, shape {tuple(input_ids.shape)})")
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
+        # a value check: skipped while torch.export / torch.compile / torch.fx capture the graph (it would be
+        # data-dependent control flow); the embedding lookup itself still fails on an out-of-range id
+        if not is_graph_capture():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"input_ids contains token id {bad}, outside the vocabulary [0, {self.config.vocab_size})"
+                )
         return self.embed_tokens(input_ids)
 
 
@@ -366,6 +385,7 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         past_key_values: NaLaCache | None = None,
         cache_position: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> NaLaCausalLMOutput | tuple:
         """Logits (and the loss when ``labels`` are given).
 
@@ -375,11 +395,22 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
             labels (torch.LongTensor, optional): ``[B, T]`` targets aligned with ``input_ids`` (shifted inside:
                 position ``t`` predicts ``labels[t + 1]``); -100 is ignored. Default: None.
             logits_to_keep (int): compute logits for the last ``n`` positions only (0 = all). Default: 0.
+            **kwargs: the loss keywords transformers' ``Trainer`` passes (:data:`LOSS_KEYWORDS`):
+                ``num_items_in_batch`` (the targets in the whole accumulated batch: the loss is then the summed
+                cross-entropy divided by it, so micro-batch losses add up to the token mean), ``shift_labels``
+                (targets already shifted, ``[B, T]``, used as given) and ``ignore_index`` (default -100). Any other
+                keyword raises ``TypeError``.
 
         Returns:
-            :class:`NaLaCausalLMOutput` with ``logits [B, T or n, vocab_size]``, ``loss`` (mean cross-entropy over
-            the non-ignored targets, fp32) and the cache.
+            :class:`NaLaCausalLMOutput` with ``logits [B, T or n, vocab_size]``, ``loss`` (cross-entropy over the
+            non-ignored targets, fp32: their mean, or their sum over ``num_items_in_batch``) and the cache.
         """
+        unknown = sorted(set(kwargs) - set(LOSS_KEYWORDS))
+        if unknown:
+            raise TypeError(
+                f"NaLaForCausalLM.forward got unexpected keyword arguments {unknown}; besides its named arguments it "
+                f"takes the loss keywords {list(LOSS_KEYWORDS)}"
+            )
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(
             input_ids=input_ids,
@@ -399,8 +430,9 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
 
         loss = None
-        if labels is not None:
-            loss = self._loss(logits, labels, input_ids if input_ids is not None else inputs_embeds, logits_to_keep)
+        if labels is not None or kwargs.get("shift_labels") is not None:
+            inputs = input_ids if input_ids is not None else inputs_embeds
+            loss = self._loss(logits, labels, inputs, logits_to_keep, **kwargs)
         output = NaLaCausalLMOutput(
             loss=loss,
             logits=logits,
@@ -409,16 +441,30 @@ class NaLaForCausalLM(NaLaPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
-    @staticmethod
-    def _loss(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+    def _loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        inputs: torch.Tensor,
+        logits_to_keep: int,
+        **loss_kwargs: Any,
+    ) -> torch.Tensor:
         if logits_to_keep:
             raise ValueError("labels need the logits of every position; pass logits_to_keep=0 with labels")
-        if not isinstance(labels, torch.Tensor) or labels.shape != inputs.shape[:2]:
-            raise ValueError(
-                f"labels must have the shape of the inputs [B, T] = {tuple(inputs.shape[:2])}, got {_describe(labels)}"
-            )
-        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-        return F.cross_entropy(shift_logits, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+        for name in ("labels", "shift_labels"):
+            value = labels if name == "labels" else loss_kwargs.get(name)
+            if value is not None and (not isinstance(value, torch.Tensor) or value.shape != inputs.shape[:2]):
+                raise ValueError(
+                    f"{name} must have the shape of the inputs [B, T] = {tuple(inputs.shape[:2])}, got "
+                    f"{_describe(value)}"
+                )
+        # transformers' causal-LM loss (ForCausalLMLoss): fp32 logits, labels shifted inside unless shift_labels are
+        # given, summed and divided by num_items_in_batch when the Trainer passes it (gradient accumulation)
+        return self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+
+
+# The keywords NaLaForCausalLM.forward takes besides its named arguments (transformers' loss keywords).
+LOSS_KEYWORDS = ("num_items_in_batch", "shift_labels", "ignore_index")
 
 
 def _resolve_cache(cache: Any, past_key_values: Any) -> NaLaCache | None:
@@ -456,9 +502,12 @@ def _current_mask(attention_mask: Any, batch: int, seq_len: int, past: int) -> t
     if attention_mask.dtype != torch.bool:
         if attention_mask.is_floating_point() or attention_mask.is_complex():
             raise TypeError(f"attention_mask must be bool or integer 0/1, got dtype {attention_mask.dtype}")
-        if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+        if not is_graph_capture() and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
             raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
     mask = attention_mask[:, -seq_len:].bool()
+    if is_graph_capture():
+        # a captured graph keeps the mask (same result: an all-ones mask masks nothing) rather than branch on values
+        return mask
     return None if bool(mask.all()) else mask
 
 
