@@ -330,16 +330,51 @@ def run_python(code: str) -> str:
     return result.stdout.strip()
 
 
-def test_import_nalaformer_registers_with_the_auto_classes_lazily():
+def test_import_nalaformer_has_no_side_effects_and_the_lm_import_registers():
     output = run_python(
         "import sys, nalaformer\n"
-        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules, len(sys.meta_path))\n"
+        "import nalaformer.models.lm\n"
         "from transformers import AutoConfig, AutoModelForCausalLM\n"
         "config = AutoConfig.for_model('nala', vocab_size=50, hidden_size=32, num_hidden_layers=1, "
         "num_attention_heads=2)\n"
         "print(type(AutoModelForCausalLM.from_config(config)).__name__)\n"
     )
-    assert output.splitlines() == ["False False", "NaLaForCausalLM"]
+    plain = run_python("import sys; print(len(sys.meta_path))")
+    assert output.splitlines() == [f"False False {plain}", "NaLaForCausalLM"]
+
+
+def test_saved_folder_loads_in_a_process_that_never_imported_nalaformer(tmp_path):
+    model = build()
+    model.save_pretrained(tmp_path / "saved")
+    x = random_ids(1, 6)
+    with torch.no_grad():
+        expected = model(x).logits
+    torch.save(x, tmp_path / "ids.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    code = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"folder = {str(tmp_path / 'saved')!r}\n"
+        "try:\n"
+        "    AutoModelForCausalLM.from_pretrained(folder)\n"
+        "except ValueError as error:\n"
+        "    print('refused:', 'trust_remote_code=True' in str(error), 'nalaformer' in sys.modules)\n"
+        "model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()\n"
+        "from nalaformer.models.lm import NaLaForCausalLM\n"
+        "print(type(model) is NaLaForCausalLM)\n"
+        f"with torch.no_grad():\n    logits = model(torch.load({str(tmp_path / 'ids.pt')!r})).logits\n"
+        f"torch.save(logits, {str(tmp_path / 'logits.pt')!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    # (transformers prints its trust_remote_code prompt to stdout, without a newline, before refusing)
+    assert "refused: True False" in result.stdout
+    assert result.stdout.splitlines()[-1] == "True"
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+    # the folder carries no copy of the model code, only the import of the installed package
+    code_file = (tmp_path / "saved" / "modeling_nala.py").read_text()
+    assert "from nalaformer.models.lm import" in code_file and "class " not in code_file
 
 
 def test_without_transformers_nalaformer_imports_and_the_lm_names_the_extra():

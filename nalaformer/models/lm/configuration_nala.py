@@ -179,6 +179,11 @@ class NaLaConfig(PretrainedConfig):
         ]
 
     @classmethod
+    def register_for_auto_class(cls, auto_class: Any = "AutoConfig") -> None:
+        """No-op: transformers would copy this module's source into every saved folder; the model's
+        ``save_pretrained`` writes an ``auto_map`` module that imports the installed package instead."""
+
+    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> NaLaConfig:
         """A config from a named size (``"tiny"``, ``"small"``, ``"340m"``), with any field overridden.
 

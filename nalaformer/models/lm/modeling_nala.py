@@ -8,6 +8,7 @@ Block: ``x + mixer(RMSNorm(x))``, then ``x + SwiGLU(RMSNorm(x))``; the mixer of 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from nalaformer.layers import MixerState, SoftmaxAttention, TokenMixer, build_attention
 from nalaformer.layers.tracing import is_graph_capture
+from nalaformer.models.lm.auto_code import write_auto_code
 from nalaformer.models.lm.cache import NaLaCache
 from nalaformer.models.lm.compat import CACHE_FIELD
 from nalaformer.models.lm.configuration_nala import NaLaConfig
@@ -148,6 +150,19 @@ class NaLaPreTrainedModel(PreTrainedModel):
     _no_split_modules: ClassVar[list[str]] = ["NaLaDecoderLayer"]
     # The state is a running sum: it cannot be rolled back, so assisted / speculative decoding is refused by generate.
     _is_stateful = True
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: Any = "AutoModel") -> None:
+        """No-op: :meth:`save_pretrained` writes its own ``auto_map`` module (``auto_code``), which imports the
+        installed package instead of carrying a copy of this source."""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``save_pretrained``, plus an ``auto_map`` so that ``AutoModelForCausalLM.from_pretrained(
+        folder, trust_remote_code=True)`` loads the folder in a process that has not imported nalaformer."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_auto_code(save_directory)
+        return result
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
