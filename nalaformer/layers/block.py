@@ -17,7 +17,7 @@ from torch import nn
 
 from nalaformer.layers.base import MixerState, TokenMixer
 from nalaformer.layers.short_conv import ShortConvolution
-from nalaformer.layers.tracing import is_fx_tracing
+from nalaformer.layers.tracing import is_fx_tracing, is_graph_capture
 from nalaformer.ops import rope_angles_2d
 from nalaformer.ops.validation import check_attention_mask
 
@@ -34,7 +34,10 @@ def _grid_rope(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """2-D RoPE tables of a grid, shared by every model. They are always built as normal tensors: a table first built
     under ``torch.inference_mode()`` would be an inference tensor, which autograd refuses to save, so every later
-    training step at that grid size would fail."""
+    training step at that grid size would fail. Under graph capture the tables are not cached: torch.export's
+    tensors are fakes, which would then poison every later eager call."""
+    if is_graph_capture():
+        return rope_angles_2d(height, width, dim, base, device=device)
     with torch.inference_mode(False):
         return _cached_grid_rope(height, width, dim, base, device)
 
@@ -51,7 +54,11 @@ def _rope_1d(positions: torch.Tensor, dim: int, base: float) -> tuple[torch.Tens
     fp32 products and the same tables, but four small ops instead of a dozen, which matters in a one-token decoding
     step where every layer builds its tables again. The cached frequencies are built outside inference mode, so a
     table built first under ``torch.inference_mode()`` still serves later training steps."""
-    angles = positions.float().unsqueeze(-1) * _cached_rope_frequencies(dim, base, positions.device)
+    if is_graph_capture():  # uncached: a cache filled while torch.export traces would hold fake tensors
+        freqs = _cached_rope_frequencies.__wrapped__(dim, base, positions.device)
+    else:
+        freqs = _cached_rope_frequencies(dim, base, positions.device)
+    angles = positions.float().unsqueeze(-1) * freqs
     return angles.cos(), angles.sin()
 
 

@@ -199,7 +199,8 @@ def _run(
     o = o.transpose(1, 2)
     if mask is not None:
         o = torch.where(mask[:, :, None, None], o, torch.zeros((), device=o.device))
-    if causal and mode != "recurrent" and not bool(o.isfinite().all()):
+    # (the containment branches on tensor values, so torch.compile / torch.export graphs go without it)
+    if causal and mode != "recurrent" and not torch.compiler.is_compiling() and not bool(o.isfinite().all()):
         # a NaN or infinity at token t reaches earlier positions through the chunked and quadratic forms' matmuls
         # (0 * NaN = NaN); recompute the outputs before t without it, so that a bad token never changes them
         bad = first_nonfinite(k, kn, values)

@@ -168,7 +168,8 @@ def _causal(
         o, kv, k_sum, count = nala_step(q, k, v, kv0, z0, count0, table, valid, query, key, eps)
         return o, LinearAttentionState(kv, k_sum, count)
     o, kv, k_sum = NaLaCausal.apply(q, k, v, kv0, z0, count0, table, valid, query, key, eps, chunk_size)
-    if not (bool(kv.isfinite().all()) and bool(k_sum.isfinite().all())):
+    # the containment below branches on tensor values: torch.compile / torch.export graphs go without it
+    if not torch.compiler.is_compiling() and not (bool(kv.isfinite().all()) and bool(k_sum.isfinite().all())):
         # a NaN or infinity at token t reaches every chunk through the chunked form's matmuls (0 * NaN = NaN);
         # recompute the outputs before t without it, so that a bad token never changes earlier outputs
         bad = first_nonfinite_key(k, v, key, table, valid)
