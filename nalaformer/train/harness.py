@@ -6,8 +6,14 @@ the model type ``"nalaformer"`` with the harness, so both of these work::
     nalaformer harness --checkpoint runs/lm --tasks my_task --include-path tasks/ --local-only   # local YAML tasks
 
     import lm_eval
-    from nalaformer.train.harness import NaLaHarnessLM
-    results = lm_eval.simple_evaluate(model=NaLaHarnessLM("runs/lm"), tasks=["my_task"], task_manager=...)
+    import nalaformer.train.harness  # registers "nalaformer"
+    results = lm_eval.simple_evaluate(model="nalaformer", model_args="pretrained=runs/lm", tasks=["my_task"], ...)
+
+lm-evaluation-harness 0.4 finds model types only in its own registry (no plugin entry points), so
+``lm_eval --model nalaformer`` on the command line knows the name only after this import; ``nalaformer harness`` does
+it. A ``save_pretrained`` folder with a tokenizer needs no import at all through the harness's own Hugging Face type:
+``lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True`` (the folder's ``auto_map`` imports
+nalaformer; the scores equal this adapter's, which the tests check).
 
 The model is any folder :func:`nalaformer.train.lm_loading.load_model_and_tokenizer` reads (a ``nalaformer train lm``
 run, a checkpoint, or a ``save_pretrained`` folder). The three request types of the harness:
