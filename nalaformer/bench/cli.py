@@ -39,7 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=None, help="decoding context lengths")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="vision input sizes (square)")
     parser.add_argument("--budget", type=float, default=60.0, help="vision: one call above this many s is not repeated")
-    parser.add_argument("--lm-seq-len", type=int, default=1024, help="language-model training sequence length")
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=None, help="vision train-step sizes (square)")
+    parser.add_argument(
+        "--lm-seq-len", type=int, nargs="+", default=None, help="language-model training sequence lengths"
+    )
+    parser.add_argument(
+        "--thread-counts",
+        type=int,
+        nargs="+",
+        default=None,
+        help="model suites: thread counts timed side by side (default: 1 and --threads / all)",
+    )
 
 
 def _log(message: str) -> None:
@@ -50,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen suites, write their files, print the tables and targets."""
     import torch
 
-    from nalaformer.bench import decoding, models, operators, report, roofline
+    from nalaformer.bench import decoding, model_report, models, operators, report, roofline
 
     if args.threads is not None:
         if args.threads < 1:
@@ -101,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
             min_round_s=0.0 if tiny else 0.02,
         )
         finish("roofline", roofline.run_roofline(settings, progress=_log))
+    counts = args.thread_counts or sorted({1, args.threads or torch.get_num_threads()})
     if "decoding" in suites:
         settings = decoding.DecodingSettings(
             contexts=tuple(args.contexts or ((32, 64) if tiny else decoding.DecodingSettings.contexts)),
-            hidden_size=32 if tiny else decoding.DecodingSettings.hidden_size,
-            num_layers=1 if tiny else decoding.DecodingSettings.num_layers,
-            num_heads=2 if tiny else decoding.DecodingSettings.num_heads,
+            preset="tiny" if tiny else "small",
+            threads=counts,
             rounds=args.rounds or (1 if tiny else 7),
             device=device,
             min_round_s=0.0 if tiny else 0.05,
@@ -116,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         settings = models.VisionSettings(
             variant="nalaformer_nano" if tiny else "nalaformer_t",
             sizes=tuple(args.sizes or ((32,) if tiny else models.VisionSettings.sizes)),
+            train_sizes=tuple(args.train_sizes or ((32,) if tiny else (224, 512))),
             batch=None if tiny else {224: 4},
+            threads=counts,
             rounds=args.rounds or (1 if tiny else 3),
             budget_s=args.budget,
             device=device,
@@ -124,20 +136,20 @@ def run(args: argparse.Namespace) -> int:
         finish("vision", models.run_vision(settings, progress=_log))
     if "language" in suites:
         settings = models.LanguageSettings(
-            mixers=("nala", "softmax") if tiny else None,
-            seq_len=32 if tiny else args.lm_seq_len,
-            hidden_size=32 if tiny else models.LanguageSettings.hidden_size,
-            num_layers=1 if tiny else models.LanguageSettings.num_layers,
-            num_heads=2 if tiny else models.LanguageSettings.num_heads,
+            seq_lens=tuple(args.lm_seq_len or ((32,) if tiny else models.LanguageSettings.seq_lens)),
+            preset="tiny" if tiny else "small",
+            threads=counts,
             rounds=args.rounds or (1 if tiny else 3),
             device=device,
             min_round_s=0.0 if tiny else 0.02,
         )
         finish("language", models.run_language(settings, progress=_log))
 
-    targets = report.evaluate_targets(
-        results.get("operators", ()), results.get("decoding", ()), results.get("roofline", ())
-    )
+    targets = []
+    if {"operators", "roofline"} & set(results):
+        targets += report.evaluate_targets(results.get("operators", ()), results.get("roofline", ()))
+    if {"decoding", "vision", "language"} & set(results):
+        targets += model_report.model_targets(*(results.get(name, ()) for name in ("decoding", "vision", "language")))
     summary = _summary(results, targets, device, dtype)
     print(summary)
     if out is not None:
@@ -150,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: Any, dtype: Any) -> str:
     import torch
 
-    from nalaformer.bench import report
+    from nalaformer.bench import model_report, report
     from nalaformer.reporting import markdown_table
 
     command = "nalaformer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "nalaformer bench"
@@ -168,11 +180,18 @@ def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: An
         title = f"## Operators (B=1, H=4, D=64, {str(dtype).removeprefix('torch.')})"
         lines += ["", title, "", report.operators_markdown(results["operators"])]
         lines += ["", report.operators_markdown(results["operators"], pass_name="fwd")]
+    model_rows = [results.get(name, ()) for name in ("decoding", "vision", "language")]
+    if any(model_rows):
+        lines += ["", "## Model level", "", model_report.models_markdown(*model_rows)]
+    speedups = ("speedup_vs_1_thread",)
     for suite, columns in (
         ("roofline", ("name", "seq_len", "median_ms", "gflops_per_s", "fraction_of_matmul")),
-        ("decoding", ("mixer", "context", "per_token_ms", "speedup_vs_reference", "state_mib")),
-        ("vision", ("layout", "size", "batch", "pass", "images_per_s", "speedup_vs_softmax", "note")),
-        ("language", ("mixer", "seq_len", "batch", "tokens_per_s", "speedup_vs_softmax")),
+        ("decoding", ("mixer", "threads", "context", "per_token_ms", "speedup_vs_reference", *speedups, "state_mib")),
+        (
+            "vision",
+            ("layout", "size", "batch", "pass", "threads", "images_per_s", "speedup_vs_softmax", *speedups, "note"),
+        ),
+        ("language", ("mixer", "seq_len", "batch", "threads", "tokens_per_s", "speedup_vs_softmax", *speedups)),
     ):
         if suite in results:
             table = markdown_table(columns, [[row.get(c, "") for c in columns] for row in results[suite]])
@@ -194,9 +213,15 @@ def _write_suite(
         if suite == "operators":
             written = report.plot_operators(rows, path, title)
         elif suite == "decoding":
-            written = report.plot_series(rows, "context", "per_token_ms", "mixer", path, f"decoding latency ({title})")
+            series = [dict(row, series=f"{row['mixer']} @{row['threads']}") for row in rows]
+            label = f"decoding latency ({title})"
+            written = report.plot_series(series, "context", "per_token_ms", "series", path, label)
+        elif suite == "language":
+            series = [dict(row, series=f"{row['mixer']} @{row['threads']}") for row in rows]
+            label = f"LM training tokens/s ({title})"
+            written = report.plot_series(series, "seq_len", "tokens_per_s", "series", path, label)
         elif suite == "vision":
-            series = [dict(row, series=f"{row['layout']} {row['pass']}") for row in rows]
+            series = [dict(row, series=f"{row['layout']} {row['pass']} @{row['threads']}") for row in rows]
             label = f"NaLaFormer images/s ({title})"
             written = report.plot_series(series, "size", "images_per_s", "series", path, label)
         else:

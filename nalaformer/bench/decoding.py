@@ -1,56 +1,50 @@
 """Decoding: per-token latency of cached generation, NaLa's fixed-size state against a softmax KV cache.
 
-Two language models that differ only in their token mixer (``NaLaForCausalLM`` with ``mixer="nala"`` and with
-``mixer="softmax"``) read a random prompt of ``L`` tokens with the cache on, then decode one token at a time from it.
-At each context length the single-token steps of both models are timed interleaved in the same rounds; the cache grows
-by the few dozen steps timed, which is negligible against ``L``. NaLa's step costs the same at every context (its state
-is ``[H, 2D, D]`` per layer); softmax attends over the whole cache.
+Language models built from one preset that differ only in their token mixer (``mixer="nala"`` and
+``mixer="softmax"``) read a random prompt of ``L`` tokens with the cache on (in pieces, so the softmax prefill stays
+within memory), then decode one token at a time from it. At each context length the single-token steps of every model
+and thread count are timed interleaved in the same rounds; the cache grows by the few dozen steps timed, which is
+negligible against ``L``. NaLa's step costs the same at every context (its state is ``[H, 2D, D]`` per layer);
+softmax attends over the whole cache.
+
+The ``weights`` row times the step's matrix-vector products alone (every linear layer of the NaLa model applied to
+one token, in order): at batch 1 each weight is read once per token, so this is the memory-bandwidth floor under any
+implementation of the step in the model's dtype.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from nalaformer.bench.timing import paired_ratio, time_interleaved
+from nalaformer.bench.models import _key, _ratio, _thread_ratio, build_preset_lm
+from nalaformer.bench.timing import at_threads, thread_counts, time_interleaved
+
+WEIGHTS_ROW = "weights"
+PREFILL_PIECE = 2048
 
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """Attributes: ``contexts`` (prompt lengths), ``mixers`` (each compared with ``reference``), model size
-    (``hidden_size``, ``num_layers``, ``num_heads``, ``vocab_size``; default: the ``"small"`` LM preset's width, depth
-    and heads with a byte-sized vocabulary, so the output head does not dominate a step), ``rounds``, ``device``,
-    ``min_round_s`` (a step is repeated to last this long per round)."""
+    """Attributes: ``contexts`` (prompt lengths), ``mixers`` (each compared with ``reference``), ``preset`` (the
+    ``NaLaConfig`` preset of the models) with a ``vocab_size`` override (byte-sized by default, so the output head does
+    not dominate a step), ``weights_floor`` (also time the step's matrix-vector products alone), ``threads``,
+    ``rounds``, ``device``, ``min_round_s`` (a step is repeated to last this long per round)."""
 
     contexts: Sequence[int] = (1024, 2048, 4096, 8192, 16384)
     mixers: Sequence[str] = ("nala", "softmax")
     reference: str = "softmax"
-    hidden_size: int = 384
-    num_layers: int = 6
-    num_heads: int = 6
+    preset: str = "small"
     vocab_size: int = 256
+    weights_floor: bool = True
+    threads: Sequence[int] | None = None
     rounds: int = 7
     device: torch.device | str = "cpu"
     min_round_s: float = 0.05
-
-
-def build_language_model(mixer: str, settings: DecodingSettings, max_len: int) -> torch.nn.Module:
-    """A randomly initialised ``NaLaForCausalLM`` of the settings' size with ``mixer`` in every layer (eval mode)."""
-    from nalaformer.models.lm import NaLaConfig, NaLaForCausalLM
-
-    config = NaLaConfig(
-        vocab_size=settings.vocab_size,
-        hidden_size=settings.hidden_size,
-        num_hidden_layers=settings.num_layers,
-        num_attention_heads=settings.num_heads,
-        mixer=mixer,
-        max_position_embeddings=max_len,
-    )
-    torch.manual_seed(0)
-    return NaLaForCausalLM(config).to(settings.device).eval()
 
 
 def _cache_of(output: Any) -> Any:
@@ -59,43 +53,89 @@ def _cache_of(output: Any) -> Any:
     return getattr(output, CACHE_FIELD)
 
 
+def _prefill(model: torch.nn.Module, prompt: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """The cache after ``prompt`` (read in pieces) and the greedy next token."""
+    cache = None
+    for start in range(0, prompt.shape[1], PREFILL_PIECE):
+        output = model(
+            input_ids=prompt[:, start : start + PREFILL_PIECE], cache=cache, use_cache=True, logits_to_keep=1
+        )
+        cache = _cache_of(output)
+    return cache, output.logits[:, -1:].argmax(dim=-1)
+
+
+def weights_only_step(model: torch.nn.Module) -> Callable[[], None]:
+    """Every ``nn.Linear`` of ``model`` applied to one token, in module order: the step's weight traffic alone."""
+    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    parameter = next(model.parameters())
+    inputs = {
+        width: torch.randn(1, 1, width, device=parameter.device, dtype=parameter.dtype)
+        for width in {layer.in_features for layer in linears}
+    }
+
+    def step() -> None:
+        for layer in linears:
+            layer(inputs[layer.in_features])
+
+    return step
+
+
 def run_decoding(settings: DecodingSettings, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per mixer and context: ``mixer, context, per_token_ms, speedup_vs_reference, state_mib``."""
+    """One row per mixer, thread count and context: ``mixer, threads, context, per_token_ms, min_ms, max_ms,
+    speedup_vs_reference, speedup_vs_1_thread, state_mib``."""
     mixers = list(dict.fromkeys([*settings.mixers, settings.reference]))
+    counts = thread_counts(settings.threads)
     max_len = max(settings.contexts) + 4096
-    models = {mixer: build_language_model(mixer, settings, max_len) for mixer in mixers}
+    models = {
+        mixer: build_preset_lm(mixer, settings.preset, settings.vocab_size, max_len, settings.device).eval()
+        for mixer in mixers
+    }
     generator = torch.Generator().manual_seed(0)
+    initial_threads = torch.get_num_threads()
     rows: list[dict[str, Any]] = []
-    for context in settings.contexts:
-        prompt = torch.randint(0, settings.vocab_size, (1, context), generator=generator).to(settings.device)
-        steps: dict[str, Callable[[], object]] = {}
-        caches: dict[str, Any] = {}
-        if progress:
-            progress(f"decoding: prefill {context} tokens, then single-token steps")
-        with torch.no_grad():
-            for mixer, model in models.items():
-                output = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-                caches[mixer] = _cache_of(output)
-                token = output.logits[:, -1:].argmax(dim=-1)
+    try:
+        for context in settings.contexts:
+            torch.set_num_threads(initial_threads)
+            prompt = torch.randint(0, settings.vocab_size, (1, context), generator=generator).to(settings.device)
+            steps: dict[str, Callable[[], object]] = {}
+            caches: dict[str, Any] = {}
+            if progress:
+                progress(f"decoding: prefill {context} tokens, then single-token steps")
+            with torch.no_grad():
+                for mixer, model in models.items():
+                    caches[mixer], token = _prefill(model, prompt)
 
-                def step(model=model, cache=caches[mixer], token=token) -> None:
-                    model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
+                    def step(model=model, cache=caches[mixer], token=token) -> None:
+                        model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
 
-                steps[mixer] = step
-            timings = time_interleaved(
-                steps, rounds=settings.rounds, min_round_s=settings.min_round_s, device=settings.device
-            )
-        for mixer in mixers:
-            rows.append(
-                {
-                    "mixer": mixer,
-                    "context": context,
-                    "per_token_ms": 1e3 * timings[mixer].median_s,
-                    "min_ms": 1e3 * timings[mixer].min_s,
-                    "max_ms": 1e3 * timings[mixer].max_s,
-                    "speedup_vs_reference": paired_ratio(timings[settings.reference], timings[mixer]),
-                    "state_mib": caches[mixer].nbytes() / 2**20,
-                }
-            )
-        del caches, steps
+                    for threads in counts:
+                        steps[_key(mixer, threads)] = at_threads(step, threads)
+                if settings.weights_floor and "nala" in models:
+                    for threads in counts:
+                        steps[_key(WEIGHTS_ROW, threads)] = at_threads(weights_only_step(models["nala"]), threads)
+                timings = time_interleaved(
+                    steps, rounds=settings.rounds, min_round_s=settings.min_round_s, device=settings.device
+                )
+            names = mixers + ([WEIGHTS_ROW] if settings.weights_floor and "nala" in models else [])
+            for name in names:
+                for threads in counts:
+                    key = _key(name, threads)
+                    rows.append(
+                        {
+                            "mixer": name,
+                            "threads": torch.get_num_threads() if threads is None else threads,
+                            "context": context,
+                            "per_token_ms": 1e3 * timings[key].median_s,
+                            "min_ms": 1e3 * timings[key].min_s,
+                            "max_ms": 1e3 * timings[key].max_s,
+                            "speedup_vs_reference": (
+                                _ratio(timings, _key(settings.reference, threads), key) if name in mixers else math.nan
+                            ),
+                            "speedup_vs_1_thread": _thread_ratio(timings, name, threads, counts),
+                            "state_mib": caches[name].nbytes() / 2**20 if name in caches else 0.0,
+                        }
+                    )
+            del caches, steps
+    finally:
+        torch.set_num_threads(initial_threads)
     return rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -101,3 +101,27 @@ def paired_ratio(reference: Timing, candidate: Timing) -> float:
     if reference.rounds != candidate.rounds:
         raise ValueError(f"timings from different runs: {reference.rounds} and {candidate.rounds} rounds")
     return statistics.median(r / c for r, c in zip(reference.samples_s, candidate.samples_s))
+
+
+def at_threads(fn: Callable[[], object], threads: int | None) -> Callable[[], object]:
+    """``fn`` run with ``threads`` intra-op threads (``None``: as set), so that one interleaved timing can compare
+    thread counts in the same rounds. The setting is left in place: every candidate sets its own before it runs."""
+    if threads is None:
+        return fn
+
+    def call() -> object:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return fn()
+
+    return call
+
+
+def thread_counts(threads: Sequence[int] | None) -> list[int | None]:
+    """The thread counts of a model suite, checked: ``None`` or empty means one count, the current setting."""
+    if not threads:
+        return [None]
+    counts = list(dict.fromkeys(int(n) for n in threads))
+    if any(n < 1 for n in counts):
+        raise ValueError(f"thread counts must be >= 1, got {list(threads)}")
+    return counts

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from nalaformer.bench import operators, report
+from nalaformer.bench import model_report, operators, report
 from nalaformer.bench.memory import peak_memory_bytes, rss_supported
 from nalaformer.bench.roofline import nala_forward_flops
 from nalaformer.bench.timing import Timing, paired_ratio, time_interleaved
@@ -97,9 +97,7 @@ def test_targets_are_judged_from_the_rows():
         dict(method="nala", causal=False, seq_len=65536, speedup_vs_sdpa=math.nan, peak_bytes_per_token=1100.0),
     ]
     rows = [dict(row, **{"pass": "fwd+bwd"}) for row in rows]
-    decoding = [dict(mixer="nala", context=c, per_token_ms=ms, speedup_vs_reference=s) for c, ms, s in
-                [(1024, 1.0, 1.5), (16384, 1.3, 12.0)]]  # fmt: skip
-    targets = {t.name: t for t in report.evaluate_targets(rows, decoding, ())}
+    targets = {t.name: t for t in report.evaluate_targets(rows, ())}
     assert targets["non-causal fwd+bwd with RoPE vs SDPA, T=1024"].met is True
     assert targets["non-causal fwd+bwd with RoPE vs SDPA, T=4096"].met is False
     assert targets["non-causal fwd+bwd with RoPE vs SDPA, T=16384"].met is None
@@ -109,10 +107,33 @@ def test_targets_are_judged_from_the_rows():
     assert targets["causal fwd+bwd time with RoPE / without, T=4096"].met is None
     memory = targets["non-causal fwd+bwd peak memory per token, T=4k..64k"]
     assert memory.met is True and memory.measured == pytest.approx(10.0)
-    latency = targets["decoding per-token latency, context 1k..16k"]
-    assert latency.met is False and latency.measured == pytest.approx(30.0)
-    assert targets["decoding vs softmax KV cache at 16k"].met is True
     assert "**missed**" in report.targets_markdown(list(targets.values()))
+
+
+def test_model_targets_are_judged_from_the_rows_at_the_most_threads():
+    decoding = [
+        dict(mixer="nala", threads=t, context=c, per_token_ms=ms, speedup_vs_reference=s, speedup_vs_1_thread=r)
+        for t, c, ms, s, r in [(1, 1024, 9.0, 3.0, 1.0), (2, 1024, 3.0, 20.0, 3.0), (2, 16384, 3.3, 30.0, 2.0)]
+    ]
+    vision = [
+        {"layout": "nala", "size": 224, "pass": "inference", "threads": 2, "speedup_vs_softmax": 1.4},
+        {"layout": "nala", "size": 512, "pass": "train", "threads": 2, "speedup_vs_softmax": 6.0},
+    ]
+    language = [dict(mixer="nala", seq_len=1024, threads=2, speedup_vs_softmax=1.25, speedup_vs_1_thread=1.5)]
+    targets = {t.name: t for t in model_report.model_targets(decoding, vision, language)}
+    assert targets["decoding per token at 16k (before: 10.4 ms)"].met is True
+    assert targets["decoding vs softmax KV cache at 16k"].met is True
+    flat = targets["decoding per-token latency, context 1k..16k"]
+    assert flat.met is True and flat.measured == pytest.approx(10.0)
+    assert targets["vision all-NaLa vs all-softmax, inference 224²"].met is False
+    assert targets["vision all-NaLa vs all-softmax, train 512²"].met is True
+    assert targets["vision all-NaLa vs all-softmax, inference 1024²"].met is None
+    assert targets["LM training tokens/s vs softmax, T=1024"].met is True
+    # the slowest thread scaling over every row with more than one thread: the language row's 1.5x
+    scaling = targets["slowest model row, 2 threads vs 1"]
+    assert scaling.met is False and scaling.measured == pytest.approx(1.5)
+    table = model_report.models_markdown(decoding, vision, language)
+    assert "| decoding, context 16384 | ms / token | 3.3 |" in table
 
 
 def test_result_names_carry_device_and_torch_version(tmp_path):
