@@ -54,9 +54,14 @@ class LongRangePlan:
 
 def long_range_plan(mode: str) -> LongRangePlan:
     """The plan of ``mode``: ``"tiny"`` (tests), ``"quick"`` (a slice at short lengths), ``"reduced"`` (the pass
-    committed under ``benchmarks/boundary-reduced``) or ``"full"`` (LRA lengths: ListOps 500-2,000 tokens, Pathfinder
-    32x32 = 1,024, pixels 784; 6 mixers x 3 seeds x 3 tasks = 54 runs of 400 steps, about 1 hour on 2 workers from
-    the reduced pass's seconds per step, scaled by length)."""
+    committed under ``benchmarks/boundary-reduced``: LRA lengths except ListOps at 128-512 tokens, three mixers, 60
+    steps, one seed) or ``"full"`` (not run yet; LRA lengths: ListOps 500-2,000 tokens, Pathfinder 32x32 = 1,024,
+    pixels 784; 6 mixers x 3 tasks x 3 seeds = 54 runs of 400 steps, one layer of width 32).
+
+    Full mode's size was set from the reduced pass's seconds per step, taken as ratios to the MQAR steps timed in the
+    same conditions and scaled to the study's quiet-machine MQAR cost and to the full lengths: about 140 CPU-s per run,
+    7,700 CPU-s in all, about 65 min on 2 workers (an estimate from a loaded machine, not a measurement).
+    """
     if mode == "tiny":
         tasks = (
             LongRangeTask("listops", 32, 16, {"min_length": 8, "max_length": 24}),
@@ -83,7 +88,7 @@ def long_range_plan(mode: str) -> LongRangePlan:
             LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}),
             LongRangeTask("pixels", 8000, 1000, {"prefer": "fashion-mnist"}),
         )
-        return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 2, 2, 400, 16, 2e-3)
+        return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 1, 2, 400, 16, 2e-3)
     raise ValueError(f"long_range_plan: mode must be tiny, quick, reduced or full, got {mode!r}")
 
 

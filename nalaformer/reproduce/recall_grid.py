@@ -87,12 +87,14 @@ class RecallGridPlan:
 def recall_grid_plan(mode: str) -> RecallGridPlan:
     """The grid of ``mode``.
 
-    ``"tiny"`` (tests, seconds) and ``"quick"`` (a slice: one setting, two widths, softmax and NaLa) show the
-    section's outputs; ``"reduced"`` is the pass committed under ``benchmarks/boundary-reduced`` (one seed, about
-    25 CPU-minutes); ``"full"`` is sized for about 2 hours of the 3-hour budget on 2 cores: 3 settings x 3 widths x
-    10 mixers x 3 seeds = 270 cells of 600 steps. Cost per cell was measured on 2 cores: 600 steps at width 64 and
-    T = 64 take 30-60 CPU-seconds on a quiet machine, about 40 s on average over the mixers, so 270 cells take
-    about 3 CPU-hours, 1.5 hours on 2 workers.
+    ``"tiny"`` (tests, seconds) and ``"quick"`` (a slice: one setting, two widths, softmax and NaLa, 40 steps) show
+    the section's outputs. ``"reduced"`` is the pass committed under ``benchmarks/boundary-reduced``: T = 32 with 4
+    pairs, widths 16 and 64, four mixers, one seed, 600 steps. ``"full"`` (not run yet) is sized for about one hour of
+    the boundary sections' 3-hour budget on 2 cores: 2 settings x 2 widths x 10 mixers x 3 seeds = 120 cells of 1,000
+    steps. The estimate comes from the study's MQAR runs on a quiet 2-core machine (600 steps at width 64, T = 32,
+    batch 64: 18-65 CPU-seconds): about 70 CPU-s per cell at width 64 and 40 at width 32, 6,600 CPU-s in all, 55 min
+    on 2 workers. The reduced pass showed why 1,000 steps and not 600: at 600 steps softmax solves T = 32 / 4 pairs at
+    width 64 while the linear mixers are still learning, so the line would mix capacity with speed of learning.
     """
     if mode == "tiny":
         return RecallGridPlan(((16, 2),), (16,), ("softmax", "nala"), (0,), 2, 8, 3e-3, 16, 32, 16)
@@ -100,10 +102,10 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
         return RecallGridPlan(((32, 4),), (16, 32), ("softmax", "nala"), (0,), 40, 32, 3e-3, 32, 1280, 64)
     if mode == "reduced":
         mixers = ("softmax", "nala", "elu", "gated_deltanet")
-        return RecallGridPlan(((32, 4), (32, 8)), (16, 64), mixers, (0,), 600, 64, 3e-3, 32, 38_400, 256)
+        return RecallGridPlan(((32, 4),), (16, 64), mixers, (0,), 600, 64, 3e-3, 32, 38_400, 256)
     if mode == "full":
-        settings = ((32, 4), (32, 8), (64, 16))
-        return RecallGridPlan(settings, (16, 32, 64), RECALL_MIXERS, (0, 1, 2), 600, 64, 3e-3, 64, 38_400, 512)
+        settings = ((32, 4), (32, 8))
+        return RecallGridPlan(settings, (32, 64), RECALL_MIXERS, (0, 1, 2), 1000, 64, 3e-3, 32, 64_000, 512)
     raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced or full, got {mode!r}")
 
 
