@@ -19,6 +19,7 @@ SOLVED = 0.9  # the accuracy at which a setting counts as solved (the frontier's
 RECALL_MIXERS = (
     "softmax",
     "nala",
+    "nala_learned_t",
     "sign_split_power",
     "elu",
     "relu",
@@ -90,9 +91,9 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     ``"tiny"`` (tests, seconds) and ``"quick"`` (a slice: one setting, two widths, softmax and NaLa, 40 steps) show
     the section's outputs. ``"reduced"`` is the pass committed under ``benchmarks/boundary-reduced``: T = 32 with 4
     pairs, widths 16 and 64, four mixers, one seed, 600 steps. ``"full"`` (not run yet) is sized for about one hour of
-    the boundary sections' 3-hour budget on 2 cores: 2 settings x 2 widths x 10 mixers x 3 seeds = 120 cells of 1,000
+    the boundary sections' 3-hour budget on 2 cores: 2 settings x 2 widths x 11 mixers x 3 seeds = 132 cells of 1,000
     steps. The estimate comes from the study's MQAR runs on a quiet 2-core machine (600 steps at width 64, T = 32,
-    batch 64: 18-65 CPU-seconds): about 70 CPU-s per cell at width 64 and 40 at width 32, 6,600 CPU-s in all, 55 min
+    batch 64: 18-65 CPU-seconds): about 70 CPU-s per cell at width 64 and 40 at width 32, 7,300 CPU-s in all, 61 min
     on 2 workers. The reduced pass showed why 1,000 steps and not 600: at 600 steps softmax solves T = 32 / 4 pairs at
     width 64 while the linear mixers are still learning, so the line would mix capacity with speed of learning.
     """

@@ -71,3 +71,11 @@ def test_one_tiny_cell_trains_and_reports_its_state():
         Cell("mqar", "nala", 15, 1, 2, 1, 1, 1e-3, 0, {"seq_len": 16})
     with pytest.raises(ValueError, match="mode must be"):
         recall_grid_plan("huge")
+
+
+@pytest.mark.parametrize("mode", ["tiny", "quick", "reduced", "full"])
+def test_every_planned_mixer_is_a_registered_causal_mixer(mode):
+    from nalaformer.layers import attention_spec
+
+    for mixer in (*recall_grid_plan(mode).mixers, *long_range_plan(mode).mixers):
+        assert attention_spec(mixer).causal, mixer
