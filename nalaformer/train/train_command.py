@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 
+from nalaformer.reporting import to_json
 from nalaformer.train.config import add_config_arguments, apply_arguments
 from nalaformer.train.distributed import broadcast_object, setup_distributed, teardown_distributed
 from nalaformer.train.recipes import RECIPES, load_recipe
@@ -49,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
         teardown_distributed()
     if context.is_main:
         summary = {"run_dir": str(result.run_dir), "step": result.step, **result.metrics}
-        print(json.dumps(summary, indent=1))
+        print(json.dumps(to_json(summary), indent=1))
     return 0

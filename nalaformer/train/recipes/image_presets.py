@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nalaformer.reporting import json_line
 from nalaformer.train.config import from_dict, to_dict
 from nalaformer.train.engine import evaluate
 from nalaformer.train.recipes import image
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         # One mixer at a time, so a long comparison reports (and saves) as it goes.
         data = {"root": args.root} if args.root else None
         rows += compare_mixers(args.preset, [mixer], run_root=args.run_root, data=data, **train)
-        print(json.dumps(rows[-1]), flush=True)
+        print(json_line(rows[-1]), flush=True)
         if args.csv is not None:
             args.csv.parent.mkdir(parents=True, exist_ok=True)
             with args.csv.open("w", newline="") as handle:
