@@ -295,10 +295,16 @@ def run_cells(
         else:
             records[cell.name] = record
     if pending and workers <= 1:
-        # in this process (tests, tiny runs): no start-up cost; the memory figure may miss freed heap memory reused
-        for cell in pending:
-            record = _cell_entry(cell, str(folder / f"{cell.name}.json"), memory)
-            records[record["name"]] = record
+        # in this process (tests, tiny runs): no start-up cost; the memory figure may miss freed heap memory reused.
+        # One thread, as in the workers: small models gain nothing from more, and on a busy machine torch's pool spins
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for cell in pending:
+                record = _cell_entry(cell, str(folder / f"{cell.name}.json"), memory)
+                records[record["name"]] = record
+        finally:
+            torch.set_num_threads(threads)
     elif pending:
         bar = None
         if progress:
