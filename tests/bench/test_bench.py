@@ -121,19 +121,21 @@ def test_model_targets_are_judged_from_the_rows_at_the_most_threads():
     ]
     language = [dict(mixer="nala", seq_len=1024, threads=2, speedup_vs_softmax=1.25, speedup_vs_1_thread=1.5)]
     targets = {t.name: t for t in model_report.model_targets(decoding, vision, language)}
-    assert targets["decoding per token at 16k (before: 10.4 ms)"].met is True
-    assert targets["decoding vs softmax KV cache at 16k"].met is True
-    flat = targets["decoding per-token latency, context 1k..16k"]
+    assert targets["decoding per token at 16k (before: 10.4 ms), 2 threads"].met is True
+    assert targets["decoding vs softmax KV cache at 16k, 2 threads"].met is True
+    flat = targets["decoding per-token latency, context 1k..16k, 2 threads"]
     assert flat.met is True and flat.measured == pytest.approx(10.0)
-    assert targets["vision all-NaLa vs all-softmax, inference 224²"].met is False
-    assert targets["vision all-NaLa vs all-softmax, train 512²"].met is True
-    assert targets["vision all-NaLa vs all-softmax, inference 1024²"].met is None
-    assert targets["LM training tokens/s vs softmax, T=1024"].met is True
+    assert targets["vision all-NaLa vs all-softmax, inference 224², 2 threads"].met is False
+    assert targets["vision all-NaLa vs all-softmax, train 512², 2 threads"].met is True
+    assert targets["vision all-NaLa vs all-softmax, inference 1024², 2 threads"].met is None
+    assert targets["LM training tokens/s vs softmax, T=1024, 2 threads"].met is True
+    # judged at every thread count: one thread has only the 1k decoding row
+    assert targets["decoding vs softmax KV cache at 16k, 1 thread"].met is None
     # the slowest thread scaling over every row with more than one thread: the language row's 1.5x
-    scaling = targets["slowest model row, 2 threads vs 1"]
+    scaling = targets["slowest model row, N threads vs 1"]
     assert scaling.met is False and scaling.measured == pytest.approx(1.5)
     table = model_report.models_markdown(decoding, vision, language)
-    assert "| decoding, context 16384 | ms / token | 3.3 |" in table
+    assert "| decoding, context 16384 | 2 | ms / token | 3.3 |" in table
 
 
 def test_result_names_carry_device_and_torch_version(tmp_path):
