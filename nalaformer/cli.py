@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("nalaformer.models.info", "parameters and MACs of the vision variants for each mixer layout"),
     "reproduce": ("nalaformer.reproduce.cli", "small-scale reproduction study of the paper's claims, with a report"),
     "bench": ("nalaformer.bench.cli", "operator, decoding, model and roofline benchmarks (CSV + PNG per device)"),
+    "linearize": (
+        "nalaformer.convert.command",
+        "convert a pretrained softmax transformer into a linear-attention model",
+    ),
 }
 
 # Errors that describe a problem with the input (bad option, missing data, NaN loss): printed as one line, no
