@@ -187,6 +187,8 @@ class LinearizedAttention(nn.Module):
         self.window_weight = nn.Parameter(torch.ones(num_heads)) if window > 0 else None
         self.mode = "linear"
         self.record: TransferRecord | None = None
+        # when a list: every call appends the teacher's and the student's row entropies and the query norms
+        self.capture: list[dict[str, torch.Tensor]] | None = None
 
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
@@ -246,6 +248,8 @@ class LinearizedAttention(nn.Module):
         and the student's relative MSE (and, for inputs up to ``record.kl_max_len`` tokens, the KL between the
         teacher's and the student's weights) is appended to :attr:`record`.
         """
+        if self.capture is not None:
+            self._capture(q, k, v, scaling, key_mask)
         if self.mode == "linear" and self.window == 0:
             return self.student(q, k, v, key_mask=key_mask)
         teacher_o, teacher_w, scores = softmax_reference(
@@ -264,6 +268,22 @@ class LinearizedAttention(nn.Module):
             if with_kl:
                 record.kl.append(attention_kl(teacher_w.detach(), student_w, valid))
         return teacher_o, teacher_w
+
+    @torch.no_grad()
+    def _capture(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float, key_mask: torch.Tensor | None
+    ) -> None:
+        _, teacher_w, scores = softmax_reference(q, k, v, scaling=scaling, causal=self.causal, key_mask=key_mask)
+        _, student_w = self.student(q, k, v, key_mask=key_mask, scores=scores, want_weights=True)
+        valid = torch.ones(q.shape[:2], dtype=torch.bool) if key_mask is None else key_mask[:, -q.shape[1] :]
+        self.capture.append(
+            {
+                "teacher_entropy": row_entropy(teacher_w),
+                "student_entropy": row_entropy(student_w),
+                "query_norm": q.float().norm(dim=-1).transpose(1, 2),
+                "valid": valid[:, None, :].expand(-1, q.shape[2], -1),
+            }
+        )
 
 
 def relative_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

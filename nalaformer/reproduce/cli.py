@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sections",
         default="spikiness,accuracy,efficiency,recall,long-range",
-        help="comma-separated parts to run: spikiness, accuracy, efficiency, recall (MQAR grid), long-range",
+        help="comma-separated parts to run: spikiness, accuracy, efficiency, recall (MQAR grid), long-range, "
+        "conversion (pretrained MiniLM -> each linear map; not in the default set)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -31,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
     mode = args.mode or ("quick" if args.quick else "full")
     out = Path(args.out or f"runs/reproduce-{mode}")
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    if "conversion" in sections:
+        from nalaformer.reproduce.conversion import conversion_section
+
+        conversion_section(out, mode, progress=not args.no_progress)
+        print(f"conversion report: {out / 'conversion.md'}")
+        sections = tuple(s for s in sections if s != "conversion")
+        if not sections:
+            return 0
     results = run_study(out, mode, workers=args.workers, sections=sections, progress=not args.no_progress)
     print(f"report: {out / 'report.md'}")
     for claim in results["claims"]:
