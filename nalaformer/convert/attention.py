@@ -210,12 +210,13 @@ class LinearizedAttention(nn.Module):
         qa, ka = self.adapter(q, k)
         explicit = want_weights or self.window > 0 or q_len != k_len
         fm = self.feature_map
-        if not explicit and isinstance(fm, NaLaFeatureMap):
+        if not explicit and isinstance(fm, NaLaFeatureMap) and getattr(fm, "temperature_mode", None) is None:
             # the library's NaLa op (blocked, never materialising all features when there is no padding)
+            options = {"lam": fm.lam, "tau": fm.tau, "inhibit": fm.inhibit, "alpha": fm.alpha, "power": fm.power}
+            temperature = getattr(fm, "op_temperature", fm.temperature)
             o = nala_attention(
-                qa, ka, v, causal=self.causal, lam=fm.lam, tau=fm.tau, temperature=fm.temperature,
-                inhibit=fm.inhibit, alpha=fm.alpha, power=fm.power, eps=self.eps, attention_mask=key_mask,
-            )  # fmt: skip
+                qa, ka, v, causal=self.causal, temperature=temperature, eps=self.eps, attention_mask=key_mask, **options
+            )
             return o, None
         positions = torch.arange(k_len, device=q.device)
         if q_len < k_len:
@@ -229,9 +230,16 @@ class LinearizedAttention(nn.Module):
                 if scores is None and self.window > 0:
                     raise ValueError("the softmax window needs the teacher's scores")
                 o, weights = explicit_attention(
-                    phi_q[:, k_len - q_len :], phi_k, value, causal=self.causal, key_mask=key_mask, eps=self.eps,
-                    window=self.window, scores=scores, window_weight=self.window_weight,
-                )  # fmt: skip
+                    phi_q[:, k_len - q_len :],
+                    phi_k,
+                    value,
+                    causal=self.causal,
+                    key_mask=key_mask,
+                    eps=self.eps,
+                    window=self.window,
+                    scores=scores,
+                    window_weight=self.window_weight,
+                )
                 first_weights = weights if first_weights is None else first_weights
             else:
                 o = linear_attention(phi_q, phi_k, value, causal=self.causal, eps=self.eps, attention_mask=key_mask)

@@ -226,6 +226,9 @@ def _query_heads(module: ConvertedModule, hidden: torch.Tensor) -> torch.Tensor:
 def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, list[float]]:
     """Start each NaLa layer's temperature at its heads' median pretrained query norm (see ``QueryKeyAdapter``).
 
+    Layers whose NaLa map has its own per-head temperature (``temperature="learned"`` or ``"running"``, which start
+    from the data themselves) are left alone.
+
     Runs ``model`` in teacher mode on ``batches`` (keyword inputs of the model) and sets the query log-scale of the
     converted layers whose map is NaLa's norm-aware one to ``-log(median ||q||)`` per head. Other maps keep scale 1.
 
@@ -235,7 +238,9 @@ def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> d
     layers = {
         path: module
         for path, module in converted_modules(model)
-        if isinstance(module.feature_map, NaLaFeatureMap) and module.feature_map.power is None
+        if isinstance(module.feature_map, NaLaFeatureMap)
+        and module.feature_map.power is None
+        and getattr(module.feature_map, "temperature_mode", None) is None  # a learned / running T is the map's own
     }
     if not layers:
         return {}

@@ -210,3 +210,32 @@ def test_already_converted_model_is_refused():
     model = linearize(tiny("gpt2"))
     with pytest.raises(ConversionError, match="already converted"):
         linearize(model)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq_len", [1, 63])
+@pytest.mark.parametrize("head_dim", [16, 60])
+def test_nala_fast_path_matches_the_explicit_reference(causal, seq_len, head_dim):
+    from nalaformer.convert.attention import LinearizedAttention
+
+    layer = LinearizedAttention("nala", {}, 2, head_dim, causal, 0, 1e-6)
+    with torch.no_grad():
+        layer.adapter.query_log_scale.fill_(-1.5)
+        layer.adapter.query_weight.add_(0.05 * torch.randn_like(layer.adapter.query_weight))
+    q, k, v = (torch.randn(2, seq_len, 2, head_dim) for _ in range(3))
+    mask = torch.ones(2, seq_len, dtype=torch.bool)
+    mask[1, : seq_len // 2] = False
+    for key_mask in (None, mask):
+        fast, _ = layer.student(q, k, v, key_mask=key_mask)
+        reference, _ = layer.student(q, k, v, key_mask=key_mask, want_weights=True)
+        rows = torch.ones_like(mask) if key_mask is None else mask
+        if causal and key_mask is not None:
+            rows = rows & (mask.long().cumsum(1) > 0)
+        torch.testing.assert_close(fast[rows], reference[rows].to(fast.dtype), atol=1e-5, rtol=1e-4)
+
+
+def test_nala_with_its_own_learned_temperature_converts_and_is_not_calibrated():
+    model = linearize(tiny("bert"), mixer="nala_learned_t")
+    assert calibrate(model, [inputs()]) == {}
+    assert any("log_temperature" in name for name, _ in new_parameters(model))
+    assert torch.isfinite(output(model, inputs())).all()
