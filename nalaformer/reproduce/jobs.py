@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from nalaformer.diagnostics.training import norm_awareness_hook
 from nalaformer.reporting import read_json, write_json  # noqa: F401 (read_json: re-exported for existing callers)
 from nalaformer.reproduce.plan import TaskPlan
 from nalaformer.train import latest_valid_checkpoint
@@ -118,7 +119,8 @@ def run_job(task: TaskPlan, mixer: str, seed: int, out_dir: str | Path, diagnost
     config = recipe_config(task, mixer, seed, directory)
     recipe = image_recipe if task.name == "image" else lm_recipe
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    result = recipe.run(config)
+    # every evaluation also logs the norm-awareness statistics (saturated exponents, entropy-norm correlation)
+    result = recipe.run(config, eval_hook=norm_awareness_hook(DIAGNOSTIC_SAMPLES))
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     spikiness = measure_spikiness(
         result.model, diagnostic_batch(task, config), directory / "diagnostics", mixer, diagnostic_queries

@@ -65,20 +65,94 @@ class StudyPlan:
         return runs
 
 
-_IMAGE_QUICK = ("softmax", "elu", "relu", *ABLATION_PATH, "nala_cosine")
+# NaLa with a norm temperature that keeps its exponent out of saturation, trained beside NaLa and its constant-power
+# ablation on every task (nalaformer.layers.NaLaFeatureMap explains the options)
+NORM_VARIANTS = ("nala_learned_t",)
+
+_IMAGE_QUICK = ("softmax", "elu", "relu", *ABLATION_PATH, *NORM_VARIANTS, "nala_cosine")
 _IMAGE_FULL = (*_IMAGE_QUICK, "flatten", "polaformer", "cosformer")
-_CAUSAL_QUICK = ("softmax", "elu", "sign_split_power", "nala", "deltanet", "nala_deltanet")
+_CAUSAL_QUICK = ("softmax", "elu", "sign_split_power", "nala", *NORM_VARIANTS, "deltanet", "nala_deltanet")
 _CAUSAL_FULL = (
     "softmax",
     "elu",
     "relu",
     *ABLATION_PATH,
+    *NORM_VARIANTS,
     "deltanet",
     "nala_deltanet",
     "gated_deltanet",
     "nala_gated_deltanet",
 )
 _SMALL_IMAGE_MODEL = {"embed_dims": [16, 32, 64], "depths": [1, 1, 1], "num_heads": [1, 2, 4]}
+_SMALL_LM = {"hidden_size": 32, "num_layers": 1, "num_heads": 2}
+_LM = {"hidden_size": 64, "num_layers": 2, "num_heads": 2}
+# One MQAR data setting in every mode but tiny: softmax attention solves it (val accuracy 1.0) in 600 steps, the
+# linear mixers need about 1,500.
+_MQAR_DATA = {"block_size": 32, "mqar_vocab": 32, "mqar_pairs": 4}
+
+
+def _image_task(mode: str) -> TaskPlan:
+    """Image classification: the small NaLaFormer backbone on MNIST (quick), Fashion-MNIST (full), digits (tiny)."""
+    if mode == "tiny":
+        return TaskPlan(
+            name="image",
+            mixers=("softmax", "nala"),
+            steps=3,
+            batch_size=16,
+            lr=2e-3,
+            model=_SMALL_IMAGE_MODEL,
+            data={"name": "digits", "val_fraction": 0.2},
+        )
+    quick = mode == "quick"
+    return TaskPlan(
+        name="image",
+        mixers=_IMAGE_QUICK if quick else _IMAGE_FULL,
+        steps=150 if quick else 800,
+        batch_size=64,
+        lr=3e-3 if quick else 2e-3,
+        model=_SMALL_IMAGE_MODEL,
+        data={"name": "mnist"} if quick else {"name": "fashion-mnist"},
+    )
+
+
+def _mqar_task(mode: str) -> TaskPlan:
+    """Multi-query associative recall (4 key-value pairs, 32 tokens): the causal mixers' recall."""
+    if mode == "tiny":
+        data = {**_MQAR_DATA, "mqar_train_examples": 64, "mqar_val_examples": 32}
+        return TaskPlan(
+            name="mqar", mixers=("softmax", "nala"), steps=3, batch_size=16, lr=2e-3, model=_SMALL_LM, data=data
+        )
+    quick = mode == "quick"
+    return TaskPlan(
+        name="mqar",
+        mixers=_CAUSAL_QUICK if quick else _CAUSAL_FULL,
+        steps=600 if quick else 1500,
+        batch_size=64,
+        lr=3e-3,
+        model=_LM,
+        data={
+            **_MQAR_DATA,
+            "mqar_train_examples": 20_000 if quick else 50_000,
+            "mqar_val_examples": 256 if quick else 512,
+        },
+    )
+
+
+def _lm_task(mode: str) -> TaskPlan:
+    """Character-level language modelling on Shakespeare (validation loss, lower is better)."""
+    data = {"name": "shakespeare", "block_size": 32 if mode == "tiny" else 128}
+    common = {"name": "lm", "data": data, "metric": "val_loss", "higher_is_better": False}
+    if mode == "tiny":
+        return TaskPlan(mixers=("softmax", "nala"), steps=3, batch_size=8, lr=2e-3, model=_SMALL_LM, **common)
+    quick = mode == "quick"
+    return TaskPlan(
+        mixers=_CAUSAL_QUICK if quick else _CAUSAL_FULL,
+        steps=150 if quick else 600,
+        batch_size=32,
+        lr=3e-3 if quick else 2e-3,
+        model=_LM if quick else {**_LM, "hidden_size": 128},
+        **common,
+    )
 
 
 def study_plan(mode: str) -> StudyPlan:
@@ -86,103 +160,33 @@ def study_plan(mode: str) -> StudyPlan:
     (hours: more mixers, longer runs, 3 seeds) or ``"tiny"`` (seconds; for tests)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    # Measured on 2 cores: quick mode's runs take 18-65 CPU seconds each (about 6 minutes in all with the
+    # efficiency section); full mode's 77-278 each (2 hours).
+    tasks = (_image_task(mode), _mqar_task(mode), _lm_task(mode))
     if mode == "tiny":
-        tasks = (
-            TaskPlan(
-                "image",
-                ("softmax", "nala"),
-                3,
-                16,
-                2e-3,
-                {**_SMALL_IMAGE_MODEL, "depths": [1, 1, 1]},
-                {"name": "digits", "val_fraction": 0.2},
-            ),
-            TaskPlan(
-                "mqar",
-                ("softmax", "nala"),
-                3,
-                16,
-                2e-3,
-                {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
-                {
-                    "block_size": 32,
-                    "mqar_vocab": 32,
-                    "mqar_pairs": 4,
-                    "mqar_train_examples": 64,
-                    "mqar_val_examples": 32,
-                },
-            ),
-            TaskPlan(
-                "lm",
-                ("softmax", "nala"),
-                3,
-                8,
-                2e-3,
-                {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
-                {"name": "shakespeare", "block_size": 32},
-                metric="val_loss",
-                higher_is_better=False,
-            ),
-        )
         return StudyPlan(
-            mode,
-            tasks,
-            (0,),
+            mode=mode,
+            tasks=tasks,
+            seeds=(0,),
             diagnostic_queries=32,
             bench_lengths=(64, 128),
             bench_repeats=1,
             vision_variant="nalaformer_nano",
             vision_sizes=(32, 64),
         )
-    quick = mode == "quick"
-    # Measured on 2 cores: quick mode's 19 runs take 18-65 CPU seconds each (5 min 51 s in all with the
-    # efficiency section); full mode's 90 runs 77-278 each (2 hours). MQAR uses one data setting in both modes:
-    # softmax attention solves it (val accuracy 1.0) in 600 steps, the linear mixers need about 1,500.
-    tasks = (
-        TaskPlan(
-            "image",
-            _IMAGE_QUICK if quick else _IMAGE_FULL,
-            steps=150 if quick else 800,
-            batch_size=64,
-            lr=3e-3 if quick else 2e-3,
-            model=_SMALL_IMAGE_MODEL,
-            data={"name": "mnist"} if quick else {"name": "fashion-mnist"},
-        ),
-        TaskPlan(
-            "mqar",
-            _CAUSAL_QUICK if quick else _CAUSAL_FULL,
-            steps=600 if quick else 1500,
-            batch_size=64,
-            lr=3e-3,
-            model={"hidden_size": 64, "num_layers": 2, "num_heads": 2},
-            data={
-                "block_size": 32,
-                "mqar_vocab": 32,
-                "mqar_pairs": 4,
-                "mqar_train_examples": 20_000 if quick else 50_000,
-                "mqar_val_examples": 256 if quick else 512,
-            },
-        ),
-        TaskPlan(
-            "lm",
-            _CAUSAL_QUICK if quick else _CAUSAL_FULL,
-            steps=150 if quick else 600,
-            batch_size=32,
-            lr=3e-3 if quick else 2e-3,
-            model={"hidden_size": 64, "num_layers": 2, "num_heads": 2}
-            if quick
-            else {"hidden_size": 128, "num_layers": 2, "num_heads": 2},
-            data={"name": "shakespeare", "block_size": 128},
-            metric="val_loss",
-            higher_is_better=False,
-        ),
-    )
-    if quick:
-        return StudyPlan(mode, tasks, (0,), diagnostic_queries=128, bench_lengths=(256, 1024, 4096), bench_repeats=3)
+    if mode == "quick":
+        return StudyPlan(
+            mode=mode,
+            tasks=tasks,
+            seeds=(0,),
+            diagnostic_queries=128,
+            bench_lengths=(256, 1024, 4096),
+            bench_repeats=3,
+        )
     return StudyPlan(
-        mode,
-        tasks,
-        (0, 1, 2),
+        mode=mode,
+        tasks=tasks,
+        seeds=(0, 1, 2),
         diagnostic_queries=256,
         bench_lengths=(256, 1024, 4096, 16384),
         bench_repeats=5,

@@ -11,7 +11,7 @@ from nalaformer.reporting import load_pyplot
 from nalaformer.reproduce.boundary_report import boundary_figures, boundary_lines
 from nalaformer.reproduce.claims import SATURATION_TANH
 from nalaformer.reproduce.jobs import run_dir
-from nalaformer.reproduce.results import collect_results, fmt, table_lines
+from nalaformer.reproduce.results import NORM_STATISTICS, collect_results, fmt, table_lines
 
 __all__ = ["collect_results", "write_report"]
 
@@ -274,6 +274,7 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
             ],
             rows,
         )
+    lines += _norm_awareness_table(results)
     sweep_rows = []
     for task, entry in results["tasks"].items():
         sweep = entry["mixers"].get("nala", {}).get("spikiness", {}).get("temperature_sweep")
@@ -297,6 +298,32 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
         if figures.get(key):
             lines += [f"![{caption}]({figures[key]})", ""]
     return lines
+
+
+def _norm_awareness_table(results: dict[str, Any]) -> list[str]:
+    """Saturated share, exponent spread and entropy-norm correlation of each trained model (last evaluation)."""
+
+    def cell(stats: dict[str, Any], key: str) -> str:
+        entry = stats.get(key)
+        if not entry:
+            return "–"
+        return fmt(entry["mean"]) if entry["n"] < 2 else f"{fmt(entry['mean'])} ± {fmt(entry['std'])}"
+
+    rows = [
+        [task, mixer, *(cell(stats.get("norm", {}), key) for key in NORM_STATISTICS)]
+        for task, entry in results["tasks"].items()
+        for mixer, stats in entry["mixers"].items()
+        if stats.get("norm")
+    ]
+    if not rows:
+        return []
+    lines = [
+        "Norm-awareness at the end of training (logged at every evaluation in each run's metrics.jsonl, split "
+        "`norm`; mean ± std over seeds): the share of NaLa query exponents within 1% of the ceiling λ(τ + 1), the "
+        "mean and spread of p, and the Pearson correlation of the row entropy with ‖q‖ averaged over heads.",
+        "",
+    ]
+    return lines + table_lines(["task", "mixer", "p saturated (1%)", "mean p", "std p", "Pearson r(H, ‖q‖)"], rows)
 
 
 def _section_accuracy(results: dict[str, Any], figures: dict[str, str | None]) -> list[str]:

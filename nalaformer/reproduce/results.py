@@ -91,6 +91,20 @@ def _spikiness(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+NORM_STATISTICS = ("saturated_fraction", "exponent_mean", "exponent_std", "pearson_entropy_q_norm")
+
+
+def _norm_awareness(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last evaluation's norm-awareness statistics (``norm_*`` metrics of the training engine's hook): mean and
+    standard deviation over seeds, for the statistics a mixer has (the exponent ones for norm-aware NaLa only)."""
+    out: dict[str, Any] = {}
+    for key in NORM_STATISTICS:
+        values = [r["metrics"][f"norm_{key}"] for r in runs if r["metrics"].get(f"norm_{key}") is not None]
+        if values:
+            out[key] = {"mean": _mean(values), "std": _std(values), "n": len(values)}
+    return out
+
+
 def _sweep_means(sweeps: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Per temperature: the mean saturated fraction and entropy/||q|| correlation over layers and seeds."""
     table: dict[str, dict[str, list[float]]] = {}
@@ -131,6 +145,7 @@ def _task_results(plan: StudyPlan, out_dir: Path) -> tuple[dict[str, Any], list[
                 "cpu_seconds": _mean([r["cpu_seconds"] for r in runs]),
                 "curve": _validation_curve(out_dir, task.name, mixer, [r["seed"] for r in runs], task.metric),
                 "spikiness": _spikiness(runs),
+                "norm": _norm_awareness(runs),
             }
         tasks[task.name] = {
             "metric": task.metric,

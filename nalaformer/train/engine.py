@@ -59,6 +59,8 @@ from nalaformer.train.sampling import DataPosition, GlobalBatchSampler, evaluati
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, Any]]]
 EvalFn = Callable[[nn.Module, Any], Mapping[str, Any]]
+# (model, val_data) -> extra metrics logged at each evaluation (e.g. the norm-awareness diagnostics)
+EvalHook = Callable[[nn.Module, Any], Mapping[str, float]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -227,6 +229,7 @@ def train(
     eval_fn: EvalFn | None = None,
     collate_fn: Callable | None = None,
     run_config: Any = None,
+    eval_hook: EvalHook | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_data`` by minimising ``loss_fn``.
 
@@ -240,6 +243,8 @@ def train(
         eval_fn: ``(model, batch) -> metrics`` for ``val_data``; default ``loss_fn``'s loss and metrics.
         collate_fn: the data loaders' collate function; default torch's.
         run_config: the full configuration saved as ``config.json`` (a dataclass or a dict); default ``config``.
+        eval_hook: ``(model, val_data) -> metrics`` called (main process) at each evaluation and logged as the
+            ``"norm"`` split, e.g. :func:`nalaformer.diagnostics.training.norm_awareness_hook`; default none.
 
     Returns:
         A :class:`TrainResult`. Raises :class:`NonFiniteLossError` on a NaN / inf loss unless
@@ -250,14 +255,16 @@ def train(
         raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
     context = setup_distributed(config.device)
     with claim_run_dir(config.run_dir, resume=config.resume, overwrite=config.overwrite, context=context):
-        run = _TrainingRun(model, train_data, loss_fn, config, val_data, eval_fn, collate_fn, run_config)
+        run = _TrainingRun(model, train_data, loss_fn, config, val_data, eval_fn, collate_fn, run_config, eval_hook)
         return run.run()
 
 
 class _TrainingRun:
     """State of one :func:`train` call (split out so the loop reads top to bottom)."""
 
-    def __init__(self, model, train_data, loss_fn, config, val_data, eval_fn, collate_fn, run_config) -> None:
+    def __init__(
+        self, model, train_data, loss_fn, config, val_data, eval_fn, collate_fn, run_config, eval_hook=None
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"train: model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(config, TrainConfig):
@@ -267,6 +274,7 @@ class _TrainingRun:
         self.train_data, self.val_data = train_data, val_data
         self.loss_fn = loss_fn
         self.eval_fn = eval_fn or eval_fn_from_loss(loss_fn)
+        self.eval_hook = eval_hook
         self.collate_fn = collate_fn
         self.sampler = GlobalBatchSampler(
             len(train_data),
@@ -566,6 +574,12 @@ class _TrainingRun:
         results = {"val": evaluate(self.model, self.val_data, self.eval_fn, **kwargs)}
         if self.ema is not None:
             results["val_ema"] = evaluate(self.ema.module, self.val_data, self.eval_fn, **kwargs)
+        if self.eval_hook is not None and self.context.is_main:
+            was_training = self.model.training
+            extra = self.eval_hook(self.model, self.val_data)
+            self.model.train(was_training)
+            if extra:
+                results["norm"] = extra
         return results
 
     def _save(self) -> None:

@@ -44,6 +44,12 @@ def test_report_tables_print_the_json_numbers(study):
             spikiness = stats["spikiness"]
             if spikiness.get("analysed"):
                 assert fmt(spikiness["pearson_entropy_q_norm"]) in report
+    # the norm-awareness the training engine logged at the last evaluation of each NaLa model
+    for task, entry in results["tasks"].items():
+        norm = entry["mixers"]["nala"]["norm"]
+        assert 0.0 <= norm["saturated_fraction"]["mean"] <= 1.0
+        cells = " | ".join(fmt(norm[key]["mean"]) for key in ("saturated_fraction", "exponent_mean", "exponent_std"))
+        assert f"| {task} | nala | {cells} |" in report
     for method in results["controlled"]["methods"].values():
         cells = " | ".join(fmt(v) for v in method["entropy_at"].values())
         assert f"| {method['label']} | {cells} |" in report

@@ -23,7 +23,7 @@ from nalaformer.data.images import IMAGE_DATASETS, ImageDatasets, build_image_da
 from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
 from nalaformer.train.config import TrainConfig, check_fields, from_dict, option, to_dict
 from nalaformer.train.distributed import resolve_device, setup_distributed
-from nalaformer.train.engine import TrainResult, evaluate, seed_everything, train
+from nalaformer.train.engine import EvalHook, TrainResult, evaluate, seed_everything, train
 from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
 from nalaformer.train.run_folder import claim_run_dir
 
@@ -125,8 +125,9 @@ def classification_eval(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
     }
 
 
-def run(config: ImageRecipeConfig) -> TrainResult:
-    """Train the image classifier of ``config``; see :func:`nalaformer.train.train` for the result."""
+def run(config: ImageRecipeConfig, eval_hook: EvalHook | None = None) -> TrainResult:
+    """Train the image classifier of ``config``; see :func:`nalaformer.train.train` for the result and
+    ``eval_hook``."""
     # the run folder is claimed (writable, not in use, not another run) before any data is read
     with claim_run_dir(
         config.train.run_dir,
@@ -134,10 +135,10 @@ def run(config: ImageRecipeConfig) -> TrainResult:
         overwrite=config.train.overwrite,
         context=setup_distributed(config.train.device),
     ):
-        return _run(config)
+        return _run(config, eval_hook)
 
 
-def _run(config: ImageRecipeConfig) -> TrainResult:
+def _run(config: ImageRecipeConfig, eval_hook: EvalHook | None = None) -> TrainResult:
     seed_everything(config.train.seed)
     datasets = build_datasets(config)
     model = build_model(config.model, in_chans=datasets.channels, num_classes=datasets.num_classes)
@@ -162,6 +163,7 @@ def _run(config: ImageRecipeConfig) -> TrainResult:
         val_data=datasets.val,
         eval_fn=classification_eval,
         run_config=run_config,
+        eval_hook=eval_hook,
     )
 
 

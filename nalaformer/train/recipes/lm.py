@@ -28,7 +28,7 @@ from nalaformer.data.tokenizers import TOKENIZER_KINDS, build_tokenizer, encode_
 from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
 from nalaformer.train.config import TrainConfig, check_fields, from_dict, option, to_dict
 from nalaformer.train.distributed import resolve_device, setup_distributed
-from nalaformer.train.engine import TrainResult, evaluate, seed_everything, train
+from nalaformer.train.engine import EvalHook, TrainResult, evaluate, seed_everything, train
 from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
 from nalaformer.train.run_folder import claim_run_dir
 
@@ -194,17 +194,18 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple
     return metrics["loss"], {"accuracy": metrics["accuracy"]}
 
 
-def run(config: LMRecipeConfig) -> TrainResult:
-    """Train the language model of ``config``; the tokenizer is saved in ``<run_dir>/tokenizer``."""
+def run(config: LMRecipeConfig, eval_hook: EvalHook | None = None) -> TrainResult:
+    """Train the language model of ``config``; the tokenizer is saved in ``<run_dir>/tokenizer``. ``eval_hook``: see
+    :func:`nalaformer.train.train`."""
     context = setup_distributed(config.train.device)
     # the run folder is claimed (writable, not in use, not another run) before any data is read
     with claim_run_dir(
         config.train.run_dir, resume=config.train.resume, overwrite=config.train.overwrite, context=context
     ):
-        return _run(config, context)
+        return _run(config, context, eval_hook)
 
 
-def _run(config: LMRecipeConfig, context) -> TrainResult:
+def _run(config: LMRecipeConfig, context, eval_hook: EvalHook | None = None) -> TrainResult:
     seed_everything(config.train.seed)
     datasets = build_datasets(config)
     if datasets.tokenizer is not None and config.train.run_dir is not None and context.is_main:
@@ -216,7 +217,14 @@ def _run(config: LMRecipeConfig, context) -> TrainResult:
         "dataset": {**datasets.info, "model_parameters": count_parameters(model)},
     }
     return train(
-        model, datasets.train, lm_loss, config.train, val_data=datasets.val, eval_fn=lm_eval, run_config=run_config
+        model,
+        datasets.train,
+        lm_loss,
+        config.train,
+        val_data=datasets.val,
+        eval_fn=lm_eval,
+        run_config=run_config,
+        eval_hook=eval_hook,
     )
 
 
