@@ -1,6 +1,6 @@
 """Delta-rule token mixers: DeltaNet, Gated DeltaNet, and the paper's NaLa+DN / NaLa+GDN.
 
-The paper's language models (docs/method.md §5.3) put NaLa's feature maps in place of SiLU inside DeltaNet and Gated
+The paper's language models (docs/method.md) put NaLa's feature maps in place of SiLU inside DeltaNet and Gated
 DeltaNet. Here the four share one mixer in the shared block (fused ``q, k, v, g`` projection, output LayerNorm times
 ``SiLU(g)``, output projection), so they differ only in the feature map and in the decay:
 
@@ -10,8 +10,15 @@ DeltaNet. Here the four share one mixer in the shared block (fused ``q, k, v, g`
 - keys are always L2-normalised after the map: the delta rule is only stable for ``||k_t|| <= 1``
   (``nalaformer/ops/delta/README.md``). For NaLa that keeps the sign split and the cubic sharpening of the key
   direction and drops the key magnitude, whose role (a per-key write strength) ``beta_t`` takes over;
-- queries: SiLU then L2 normalisation for the originals; NaLa's norm-aware map, not re-normalised, for the NaLa
-  variants (queries only read the state, so they do not affect stability, and ``p(||q||)`` keeps its effect).
+- queries are L2-normalised after the map too (``query_norm="l2"``, the default), as DeltaNet's ``l2norm(silu(q))``.
+
+Why the query norm matters here and not in NaLa's linear attention: normalised linear attention divides the read-out
+by ``phi_q · sum(phi_k)``, so the scale of ``phi_q`` cancels; the delta rule reads ``o_t = S_tᵀ phi_q / sqrt(F)``
+with nothing to cancel it. NaLa's ``phi_q = |q / ||q|| |^p`` (sign split, ``p`` near 4.5) has a norm of about
+``D^((1 - p) / 2)``: 0.027 at head size 32 for random queries, where ``l2norm(silu(q))`` has exactly 1, so the
+unnormalised NaLa read-out is ~40x smaller than DeltaNet's, drowns in the output LayerNorm's epsilon and hands the
+output scale to ``p``. With ``query_norm="l2"`` the map keeps its job (which state directions a query reads, sharper for
+a larger ``p``) and the read-out has DeltaNet's scale. ``query_norm="none"`` is the earlier construction.
 
 Differences from the released DeltaNet layers: the output norm is the shared block's LayerNorm over all heads (theirs
 is a per-head RMSNorm), so comparisons with the other mixers differ only in the token mixing; no RoPE.
@@ -48,11 +55,13 @@ class DeltaRuleState:
 
 
 class SiluL2FeatureMap(FeatureMap):
-    """The released DeltaNet / Gated DeltaNet maps: ``l2norm(silu(q))`` and ``silu(k)`` (keys are normalised by the
-    mixer)."""
+    """The released DeltaNet / Gated DeltaNet maps: ``silu(q)`` and ``silu(k)`` (the mixer L2-normalises both)."""
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> Streams:
-        return [(F.normalize(F.silu(q.float()), dim=-1, eps=1e-6), F.silu(k.float()))]
+        return [(F.silu(q.float()), F.silu(k.float()))]
+
+
+QUERY_NORMS = ("l2", "none")
 
 
 class DeltaRuleAttention(AttentionBlock):
@@ -64,6 +73,8 @@ class DeltaRuleAttention(AttentionBlock):
         feature_map (FeatureMap): maps per-head ``q, k [B, T, H, D]`` to one stream ``(phi_q, phi_k)``, each
             ``[B, T, H, F]``; keys are L2-normalised afterwards.
         gated (bool): Gated DeltaNet (data-dependent decay) instead of DeltaNet. Default: False.
+        query_norm (str): ``"l2"`` L2-normalises the query features (DeltaNet's read-out scale, see the module
+            docstring) or ``"none"`` reads the state with them as mapped. Default: "l2".
         causal (bool): must be True. Default: True.
         layout (str): must be ``"1d"``. Default: "1d".
         conv_size (int): kernel of the causal short convolution over ``q, k, v``; 0 switches it off. Default: 4.
@@ -84,6 +95,7 @@ class DeltaRuleAttention(AttentionBlock):
         *,
         feature_map: FeatureMap,
         gated: bool = False,
+        query_norm: str = "l2",
         causal: bool = True,
         layout: str = "1d",
         conv_size: int = 4,
@@ -101,8 +113,11 @@ class DeltaRuleAttention(AttentionBlock):
             raise ValueError(f"{type(self).__name__}: conv_size must be an int >= 0 (0 = off), got {conv_size!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
             raise ValueError(f"{type(self).__name__}: chunk_size must be a positive int, got {chunk_size!r}")
+        if query_norm not in QUERY_NORMS:
+            raise ValueError(f"{type(self).__name__}: query_norm must be one of {QUERY_NORMS}, got {query_norm!r}")
         super().__init__(dim, num_heads, causal=causal, layout=layout, rope=False, lepe=lepe, **block_options)
         self.feature_map = feature_map
+        self.query_norm = query_norm
         self.gated, self.allow_neg_eigval, self.chunk_size = gated, allow_neg_eigval, chunk_size
         self.qkv_conv = ShortConvolution(3 * dim, conv_size, causal=True) if conv_size else None
         self.beta_proj = nn.Linear(dim, num_heads)
@@ -154,6 +169,8 @@ class DeltaRuleAttention(AttentionBlock):
         q, k, v = (x.reshape(batch, seq_len, heads, head_dim) for x in qkv.split(self.dim, dim=-1))
         ((phi_q, phi_k),) = self.feature_map(q, k, positions)
         phi_k = F.normalize(phi_k.float(), dim=-1, eps=1e-6)
+        if self.query_norm == "l2":
+            phi_q = F.normalize(phi_q.float(), dim=-1, eps=1e-6)
         result = delta_rule(
             phi_q.float(),
             phi_k,
@@ -172,16 +189,21 @@ class DeltaRuleAttention(AttentionBlock):
 
     def extra_repr(self) -> str:
         conv = 0 if self.qkv_conv is None else self.qkv_conv.kernel_size
-        return f"{super().extra_repr()}, gated={self.gated}, conv_size={conv}, allow_neg_eigval={self.allow_neg_eigval}"
+        return (
+            f"{super().extra_repr()}, gated={self.gated}, query_norm={self.query_norm!r}, conv_size={conv}, "
+            f"allow_neg_eigval={self.allow_neg_eigval}"
+        )
 
 
 _DELTA_OPTIONS = {"conv_size", "allow_neg_eigval", "chunk_size", "lepe", "gate", "lepe_kernel_size", "qkv_bias", "rope"}
 _NALA_OPTIONS = {"lam", "tau", "temperature", "inhibit", "alpha", "eps"}
+# the NaLa variants' read-out scale (see the module docstring); DeltaNet's own map is always L2-normalised
+_NALA_DELTA_OPTIONS = {"query_norm"}
 
 
 def _delta_builder(name: str, *, gated: bool, nala: bool):
     def build(dim: int, num_heads: int, *, causal: bool, layout: str, **options: Any) -> DeltaRuleAttention:
-        accepted = _DELTA_OPTIONS | (_NALA_OPTIONS if nala else set())
+        accepted = _DELTA_OPTIONS | (_NALA_OPTIONS | _NALA_DELTA_OPTIONS if nala else set())
         unknown = set(options) - accepted
         if unknown:
             raise ValueError(

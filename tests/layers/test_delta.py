@@ -16,8 +16,8 @@ HEAD_DIM = DIM // HEADS
 NAMES = ["deltanet", "gated_deltanet", "nala_deltanet", "nala_gated_deltanet"]
 
 
-def tokens(batch: int = 2, seq_len: int = 11, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch, seq_len, DIM, generator=torch.Generator().manual_seed(seed))
+def tokens(batch: int = 2, seq_len: int = 11, seed: int = 0, dim: int = DIM) -> torch.Tensor:
+    return torch.randn(batch, seq_len, dim, generator=torch.Generator().manual_seed(seed))
 
 
 def reference_forward(mixer: DeltaRuleAttention, x: torch.Tensor) -> torch.Tensor:
@@ -31,8 +31,10 @@ def reference_forward(mixer: DeltaRuleAttention, x: torch.Tensor) -> torch.Tenso
     if mixer.feature_map.__class__.__name__ == "NaLaFeatureMap":
         phi_q, phi_k = nala_query_map(q), nala_key_map(k)
     else:
-        phi_q, phi_k = F.normalize(F.silu(q), dim=-1, eps=1e-6), F.silu(k)
+        phi_q, phi_k = F.silu(q), F.silu(k)
     phi_k = phi_k / phi_k.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    if mixer.query_norm == "l2":
+        phi_q = phi_q / phi_q.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     beta = torch.sigmoid(mixer.beta_proj(x))
     log_decay = None
     if mixer.gated:
@@ -47,6 +49,39 @@ def test_mixer_equals_hand_built_reference(name):
     mixer = build_attention(name, DIM, HEADS, causal=True, chunk_size=4)
     x = tokens(seq_len=13)
     assert_close(name, reference_forward(mixer, x), mixer(x), ratio=1e-5)
+
+
+@pytest.mark.parametrize("name", ["nala_deltanet", "nala_gated_deltanet"])
+def test_nala_variant_without_query_norm_equals_reference(name):
+    torch.manual_seed(0)
+    mixer = build_attention(name, DIM, HEADS, causal=True, chunk_size=4, query_norm="none")
+    x = tokens(seq_len=13)
+    assert_close(name, reference_forward(mixer, x), mixer(x), ratio=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [16, 32])
+def test_nala_delta_reads_the_state_with_deltanets_query_scale(monkeypatch, head_dim):
+    """The delta rule's read-out ``S_tᵀ phi_q`` has no normaliser: NaLa's raw query features (norm ~0.03 at D=32)
+    would read ~40x less than DeltaNet's unit queries. The default L2-normalises them; keys are always unit."""
+    import nalaformer.layers.delta as delta_module
+
+    seen = {}
+
+    def spy(q, k, v, beta, **kwargs):
+        seen["q"], seen["k"] = q.detach(), k.detach()
+        kwargs.pop("chunk_size")
+        return naive_recurrent_delta_rule(q, k, v, beta, **kwargs)
+
+    monkeypatch.setattr(delta_module, "delta_rule", spy)
+    norms = {}
+    for name, options in [("deltanet", {}), ("nala_deltanet", {}), ("nala_deltanet", {"query_norm": "none"})]:
+        torch.manual_seed(0)
+        build_attention(name, 2 * head_dim, 2, causal=True, **options)(tokens(seq_len=16, dim=2 * head_dim))
+        norms[(name, bool(options))] = seen["q"].norm(dim=-1)
+        assert_close("unit keys", torch.ones_like(seen["k"][..., 0]), seen["k"].norm(dim=-1), ratio=1e-6)
+    assert_close("deltanet", torch.ones_like(norms[("deltanet", False)]), norms[("deltanet", False)], ratio=1e-6)
+    assert_close("nala l2", torch.ones_like(norms[("nala_deltanet", False)]), norms[("nala_deltanet", False)], 1e-6)
+    assert float(norms[("nala_deltanet", True)].median()) < 0.2
 
 
 @pytest.mark.parametrize("name", NAMES)
