@@ -68,11 +68,13 @@ class NaLaFeatureMap(FeatureMap):
       that batch, which puts the median query at ``tanh(1)``, in the linear part of tanh, whatever the
       initialisation scale of the projections. Gradient descent can still move ``T_h`` down until the head
       saturates, if a constant sharp exponent is what the task wants; the diagnostics show whether it does;
-    - ``"running"``: ``T_h`` is a running median of head ``h``'s query norm (a buffer, updated in training with
-      ``momentum``, fixed in eval, initialised like ``"learned"``). ``||q|| / T_h`` is then about 1 for a typical
-      query whatever scale the projections drift to, so the exponent cannot saturate as a whole: only queries
-      whose norm is over ~2x their head's typical norm reach the ceiling. The exponent responds to a query's norm
-      relative to its head's, which is what the sharpness of a softmax row responds to after training too.
+    - ``"running"``: ``T_h`` is a running median of head ``h``'s query norm (a buffer, initialised like
+      ``"learned"``, then moved by ``momentum`` towards each training batch's median when that batch's gradient
+      flows back through the layer; inference, evaluation and decoding never change it). ``||q|| / T_h`` is then
+      about 1 for a typical query whatever scale the projections drift to, so the exponent cannot saturate as a
+      whole: only queries whose norm is over ~2x their head's typical norm reach the ceiling. The exponent responds to
+      a query's norm relative to its head's, which is what the sharpness of a softmax row responds to after training
+      too. (With ``"learned"``, training can lower ``T_h`` until the head saturates, and in our runs it does.)
 
     A per-head ``T_h`` is applied by scaling the queries, ``q / T_h``, before the map with ``T = 1``: the map reads
     ``q`` only through ``q / ||q||`` (unchanged by the scaling) and ``||q|| / T_h``, so this is the map with
@@ -168,11 +170,12 @@ class NaLaFeatureMap(FeatureMap):
         self.temperature_initialised.fill_(True)
         self._initialised = True
 
-    def _median_norm(self, q: torch.Tensor) -> torch.Tensor:
-        """Median query norm per head ``[H]`` (fp32, at least ``1e-3``), averaged over processes when distributed."""
+    def _median_norm(self, q: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+        """Median query norm per head ``[H]`` (fp32, at least ``1e-3``), averaged over processes when distributed
+        and ``reduce`` (the running updates are not: DDP broadcasts rank 0's buffers at each forward)."""
         norms = q.detach().float().norm(dim=-1).reshape(-1, q.shape[-2])
         median = norms.median(dim=0).values.clamp_min(1e-3)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if reduce and torch.distributed.is_available() and torch.distributed.is_initialized():
             # every process must start from the same T_h (the geometric mean of the processes' medians)
             log_median = median.log()
             torch.distributed.all_reduce(log_median)
@@ -192,11 +195,21 @@ class NaLaFeatureMap(FeatureMap):
                 f"q [B, T, H, D] has H={q.shape[-2]} heads, the per-head temperature was built for {heads}"
             )
         self._initialise(q)
-        if self.temperature_mode == "running" and self.training:
-            with torch.no_grad():
-                self.running_temperature.lerp_(self._median_norm(q), self.momentum)
         q = upcast(q)
-        return q / self.head_temperatures().to(q.dtype)[:, None]
+        if self.temperature_mode == "learned":
+            return q / self.log_temperature.exp().to(q.dtype)[:, None]
+        # a copy: the running statistic may change (below) before autograd reads the divisor back
+        scaled = q / self.running_temperature.clone().to(q.dtype)[:, None]
+        if self.training and scaled.requires_grad:
+            median = self._median_norm(q, reduce=False)
+
+            def update(grad: torch.Tensor) -> None:
+                with torch.no_grad():
+                    self.running_temperature.lerp_(median.to(self.running_temperature), self.momentum)
+
+            # the statistic moves when this forward is trained on (its backward), never in inference or decoding
+            scaled.register_hook(update)
+        return scaled
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> Streams:
         q = self.scale_queries(q)

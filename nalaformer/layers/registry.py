@@ -209,6 +209,12 @@ register_attention(
     summary="NaLa with p = lam(tau + tanh(||q|| / T_h)), T_h per head, learned, initialised at the median ||q||",
 )
 register_attention(
+    "nala_running_t",
+    linear_builder("nala_running_t", _nala_map, fixed={"temperature": "running"}),
+    paper=_NALA_PAPER + " (with a running norm temperature)",
+    summary="NaLa with p = lam(tau + tanh(||q|| / T_h)), T_h = running median ||q|| of head h (moved by training)",
+)
+register_attention(
     "softmax",
     _softmax_builder,
     paper="Vaswani et al., 2017 (torch scaled_dot_product_attention)",

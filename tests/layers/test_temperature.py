@@ -118,16 +118,22 @@ def test_decoding_equals_full_forward(temperature):
     assert_close("decode", full, torch.cat(outputs, dim=1))
 
 
-def test_running_temperature_follows_the_norm_in_training_and_is_fixed_in_eval():
+def test_running_temperature_moves_with_training_steps_only():
     feature_map = NaLaFeatureMap(temperature="running", num_heads=2, momentum=0.5)
     q = queries((2, 8, 2, 16), scale=1.0, dtype=torch.float32)
     feature_map(q, q, torch.arange(8))
     first = feature_map.head_temperatures().clone()
+    # a forward alone (inference, decoding, evaluation) leaves it
     feature_map(4 * q, q, torch.arange(8))
+    assert torch.equal(first, feature_map.head_temperatures())
+    # a trained-on forward moves it half-way to this batch's median when the gradient flows back
+    scaled = (4 * q).requires_grad_()
+    feature_map(scaled, q, torch.arange(8))[0][0].sum().backward()
     assert_close("half-way to 4x", 2.5 * first, feature_map.head_temperatures(), ratio=1e-5)
+    assert torch.isfinite(scaled.grad).all()
     feature_map.eval()
     before = feature_map.head_temperatures().clone()
-    feature_map(100 * q, q, torch.arange(8))
+    feature_map(100 * q.requires_grad_(), q, torch.arange(8))[0][0].sum().backward()
     assert torch.equal(before, feature_map.head_temperatures())
 
 
