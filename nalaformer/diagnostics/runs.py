@@ -1,13 +1,11 @@
 """Load a model trained by ``nalaformer train`` and a batch of its held-out data, for diagnosis.
 
-A run folder (``config.json``, ``checkpoints/step_*``) names its recipe; the model and data are rebuilt with that
-recipe's own ``build_model`` / ``build_datasets`` and the checkpoint's weights are loaded with the engine's
-``load_weights`` (strict, manifest-verified), as ``nalaformer eval`` does.
+The model, its checkpoint's weights and the data come from ``nalaformer.train.runs.load_run`` (the loader of
+``nalaformer eval`` too); this module adds the held-out batch and the description of where it came from.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,18 +30,6 @@ class LoadedRun:
     model: nn.Module
     inputs: Any
     source: dict[str, Any]
-
-
-def find_run_dir(path: str | Path) -> Path:
-    """The run folder of ``path``: ``path`` itself or the nearest parent (up to 3 levels) holding ``config.json``."""
-    path = Path(path)
-    for candidate in (path, *list(path.parents)[:3]):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"checkpoint={str(path)!r}: no config.json there or in its parents; expected a run folder written by "
-        "`nalaformer train` or one of its checkpoints/step_* folders"
-    )
 
 
 def _first(dataset, count: int, what: str) -> list[Any]:
@@ -73,60 +59,29 @@ def load_run(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
     from nalaformer.train.recipes.common import read_run_config
+    from nalaformer.train.runs import find_run_dir
+    from nalaformer.train.runs import load_run as load_trained_run
 
-    run_dir = find_run_dir(checkpoint)
-    recipe, sections, _ = read_run_config(run_dir)
-    if recipe == "image":
-        model, inputs, details = _image_run(sections, split, batch_size)
-    elif recipe == "lm":
-        if split != "val":
-            raise ValueError(f"split={split!r}: language-model runs have only the held-out 'val' split")
-        model, inputs, details = _lm_run(run_dir, sections, batch_size)
-    else:
-        raise ValueError(f"recipe {recipe!r} of {str(run_dir)!r} is not supported; known: {RECIPES_WITH_DIAGNOSIS}")
-    path = resolve_checkpoint(checkpoint)
-    load_weights(path, model, ema=ema)
-    model.to(device).eval()
-    if isinstance(inputs, dict):
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-    else:
-        inputs = inputs.to(device)
+    recipe, _, _ = read_run_config(find_run_dir(checkpoint))
+    if recipe not in RECIPES_WITH_DIAGNOSIS:
+        raise ValueError(f"recipe {recipe!r} of {str(checkpoint)!r} is not supported; known: {RECIPES_WITH_DIAGNOSIS}")
+    if recipe == "lm" and split != "val":
+        raise ValueError(f"split={split!r}: language-model runs have only the held-out 'val' split")
+    run = load_trained_run(checkpoint, ema=ema)
+    data = run.datasets.val if split == "val" else run.datasets.test
+    samples = torch.stack([sample[0] for sample in _first(data, batch_size, split)]).to(device)
+    inputs = {"input_ids": samples} if recipe == "lm" else samples
     source = {
-        "run_dir": str(run_dir),
-        "checkpoint": str(path),
-        "step": int(path.name.rsplit("_", 1)[-1]) if path.name.rsplit("_", 1)[-1].isdigit() else None,
+        "run_dir": str(run.run_dir),
+        "checkpoint": str(run.checkpoint),
+        "step": run.step,
         "recipe": recipe,
         "split": split,
         "ema": ema,
-        **details,
+        "model": run.config.model.name,
+        "mixer": run.config.model.mixer,
+        "data": run.config.data.name,
+        "samples": int(samples.shape[0]),
     }
-    return LoadedRun(model, inputs, source)
-
-
-def _image_run(sections: dict[str, Any], split: str, batch_size: int) -> tuple[nn.Module, torch.Tensor, dict]:
-    from nalaformer.train.recipes import image
-
-    config = image.config_from_run(sections)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False))
-    datasets = image.build_datasets(config)
-    data = datasets.val if split == "val" else datasets.test
-    images = torch.stack([sample[0] for sample in _first(data, batch_size, split)])
-    model = image.build_model(config.model, in_chans=datasets.channels, num_classes=datasets.num_classes)
-    details = {"model": config.model.name, "mixer": config.model.mixer, "data": config.data.name}
-    return model, images, {**details, "samples": int(images.shape[0])}
-
-
-def _lm_run(run_dir: Path, sections: dict[str, Any], batch_size: int) -> tuple[nn.Module, dict, dict]:
-    from nalaformer.data.tokenizers import load_tokenizer
-    from nalaformer.train.config import from_dict
-    from nalaformer.train.recipes import lm
-
-    config = from_dict(lm.LMRecipeConfig, sections)
-    tokenizer = None if config.data.name == "mqar" else load_tokenizer(run_dir / lm.TOKENIZER_FOLDER)
-    datasets = lm.build_datasets(config, tokenizer=tokenizer)
-    input_ids = torch.stack([sample[0] for sample in _first(datasets.val, batch_size, "val")])
-    model = lm.build_model(config.model, vocab_size=datasets.vocab_size, block_size=config.data.block_size)
-    details = {"model": config.model.name, "mixer": config.model.mixer, "data": config.data.name}
-    return model, {"input_ids": input_ids}, {**details, "samples": int(input_ids.shape[0])}
+    return LoadedRun(run.model.to(device), inputs, source)

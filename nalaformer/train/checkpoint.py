@@ -83,14 +83,19 @@ def checkpoint_name(step: int) -> str:
 
 
 def checkpoint_step(path: str | Path) -> int:
-    """Optimizer steps behind the checkpoint folder ``path`` (``step_00000100`` -> 100)."""
+    """Optimizer steps behind the checkpoint folder ``path``: from its name (``step_00000100`` -> 100), or from its
+    manifest when it was renamed."""
     name = Path(path).name
     suffix = name[len(CHECKPOINT_PREFIX) :]
-    if not (name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit()):
+    if name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit():
+        return int(suffix)
+    try:
+        return int(json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        expected = checkpoint_name(100)
         raise CheckpointError(
-            f"{str(path)!r} is not a checkpoint folder (expected a name like {checkpoint_name(100)!r})"
-        )
-    return int(suffix)
+            f"{str(path)!r} is not a checkpoint folder (expected a name like {expected!r} or a manifest.json)"
+        ) from error
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

@@ -54,24 +54,12 @@ def _is_pretrained_folder(path: Path) -> bool:
 
 
 def _load_from_run(path: Path, *, ema: bool) -> tuple[Any, Any]:
-    from nalaformer.data.tokenizers import load_tokenizer
     from nalaformer.models.lm import NaLaForCausalLM
-    from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
-    from nalaformer.train.config import from_dict
-    from nalaformer.train.recipes import lm as lm_recipe
-    from nalaformer.train.recipes.common import read_run_config
+    from nalaformer.train.runs import load_run
 
-    # a checkpoints/step_* folder sits two levels below its run folder
-    run_dir = path if (path / "config.json").is_file() else path.parent.parent
-    recipe, sections, _ = read_run_config(run_dir)
-    if recipe != lm_recipe.NAME:
-        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run; generation needs a language-model ('lm') run")
-    config = from_dict(lm_recipe.LMRecipeConfig, sections)
-    if config.data.name == "mqar":
-        raise ValueError(f"{str(run_dir)!r} was trained on MQAR, which has no text tokenizer to generate with")
-    text_tokenizer = load_tokenizer(run_dir / lm_recipe.TOKENIZER_FOLDER)
-    model = lm_recipe.build_model(config.model, vocab_size=text_tokenizer.vocab_size, block_size=config.data.block_size)
-    if not isinstance(model, NaLaForCausalLM):
-        raise ValueError(f"the run's model {config.model.name!r} is not a NaLaForCausalLM; it has no generate()")
-    load_weights(resolve_checkpoint(path), model, ema=ema)
-    return model.eval(), text_tokenizer
+    run = load_run(path, ema=ema, recipe="lm", with_data=False)
+    if run.tokenizer is None:
+        raise ValueError(f"{str(run.run_dir)!r} was trained on MQAR, which has no text tokenizer to generate with")
+    if not isinstance(run.model, NaLaForCausalLM):
+        raise ValueError(f"the run's model {run.config.model.name!r} is not a NaLaForCausalLM; it has no generate()")
+    return run.model, run.tokenizer

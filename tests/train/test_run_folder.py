@@ -178,3 +178,22 @@ def test_resume_refuses_other_model_or_data_settings_naming_them(tmp_path, capsy
     extended = ["--steps", "6", "--eval-every", "3", "--cpu-threads", "1", "--keep-checkpoints", "5"]
     assert main([*IMAGE, *extended, "--resume", "--run-dir", str(run_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 6
+
+
+def test_one_loader_reads_a_run_back_from_its_folder_or_a_checkpoint_folder(tmp_path, capsys):
+    from nalaformer.train.checkpoint import CheckpointError, checkpoint_step
+    from nalaformer.train.runs import find_run_dir, load_run
+
+    run_dir = tmp_path / "run"
+    assert main([*IMAGE, "--steps", "4", "--run-dir", str(run_dir)]) == 0
+    older = list_checkpoints(run_dir / "checkpoints")[0]
+    newest = load_run(run_dir)
+    assert (newest.recipe, newest.step, newest.checkpoint.name) == ("image", 4, "step_00000004")
+    assert not newest.model.training and newest.datasets.val is not None
+    from_step = load_run(older, with_data=False)
+    assert from_step.run_dir == run_dir and from_step.step == checkpoint_step(older) == 2
+    assert find_run_dir(older / "model.safetensors") == run_dir
+    with pytest.raises(ValueError, match=r"is a 'image' run, not a 'lm' run"):
+        load_run(run_dir, recipe="lm")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        checkpoint_step(tmp_path)

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nalaformer.data.images import IMAGE_DATASETS, ImageDatasets, build_image_datasets
-from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
 from nalaformer.train.config import TrainConfig, check_fields, from_dict, option, to_dict
 from nalaformer.train.distributed import resolve_device, setup_distributed
 from nalaformer.train.engine import EvalHook, TrainResult, evaluate, seed_everything, train
-from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
+from nalaformer.train.recipes.common import count_parameters, parse_options, resolve_callable
 from nalaformer.train.run_folder import claim_run_dir
 
 NAME = "image"
@@ -172,6 +171,18 @@ def config_from_run(sections: dict[str, Any]) -> ImageRecipeConfig:
     return from_dict(ImageRecipeConfig, sections)
 
 
+def rebuild(
+    run_dir: str | Path, sections: dict[str, Any], *, with_data: bool = True
+) -> tuple[ImageRecipeConfig, nn.Module, ImageDatasets, None]:
+    """``(config, untrained model, datasets, no tokenizer)`` of a saved image run, for :func:`nalaformer.train.runs.
+    load_run`; augmentation is off and the datasets are always built (they give the model's channels and classes)."""
+    config = config_from_run(sections)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False))
+    datasets = build_datasets(config)
+    model = build_model(config.model, in_chans=datasets.channels, num_classes=datasets.num_classes)
+    return config, model, datasets, None
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -191,24 +202,18 @@ def evaluate_run(
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``; default ``"auto"``.
         batch_size: evaluation batch size; default 256.
     """
-    recipe, sections, _ = read_run_config(run_dir)
-    if recipe != NAME:
-        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run, not an image run")
-    config = config_from_run(sections)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, augment=False))
-    datasets = build_datasets(config)
+    from nalaformer.train.runs import load_run
+
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    data = datasets.val if split == "val" else datasets.test
+    run = load_run(run_dir, checkpoint=checkpoint, ema=ema, recipe=NAME)
+    data = run.datasets.val if split == "val" else run.datasets.test
     if data is None:
         reason = "it has no official test split" if split == "test" else "the run used val_fraction=0"
-        raise ValueError(f"split={split!r} is not available for {config.data.name!r}: {reason}")
-    model = build_model(config.model, in_chans=datasets.channels, num_classes=datasets.num_classes)
-    path = resolve_checkpoint(checkpoint if checkpoint is not None else run_dir)
-    load_weights(path, model, ema=ema)
+        raise ValueError(f"split={split!r} is not available for {run.config.data.name!r}: {reason}")
     target = resolve_device(device)
-    model.to(target)
+    model = run.model.to(target)
     metrics = evaluate(
-        model, data, classification_eval, batch_size=batch_size, device=target, precision=config.train.precision
+        model, data, classification_eval, batch_size=batch_size, device=target, precision=run.config.train.precision
     )
-    return {**metrics, "step": int(path.name.split("_")[-1]), "samples": len(data)}
+    return {**metrics, "step": run.step, "samples": len(data)}

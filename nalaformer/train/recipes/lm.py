@@ -25,11 +25,10 @@ from torch.utils.data import Dataset
 from nalaformer.data.mqar import IGNORE_INDEX, MQARDataset
 from nalaformer.data.text import TokenWindows, load_corpus, split_stream
 from nalaformer.data.tokenizers import TOKENIZER_KINDS, build_tokenizer, encode_to_tensor, load_tokenizer
-from nalaformer.train.checkpoint import load_weights, resolve_checkpoint
 from nalaformer.train.config import TrainConfig, check_fields, from_dict, option, to_dict
 from nalaformer.train.distributed import resolve_device, setup_distributed
 from nalaformer.train.engine import EvalHook, TrainResult, evaluate, seed_everything, train
-from nalaformer.train.recipes.common import count_parameters, parse_options, read_run_config, resolve_callable
+from nalaformer.train.recipes.common import count_parameters, parse_options, resolve_callable
 from nalaformer.train.run_folder import claim_run_dir
 
 NAME = "lm"
@@ -228,6 +227,19 @@ def _run(config: LMRecipeConfig, context, eval_hook: EvalHook | None = None) -> 
     )
 
 
+def rebuild(
+    run_dir: str | Path, sections: dict[str, Any], *, with_data: bool = True
+) -> tuple[LMRecipeConfig, nn.Module, LMDatasets | None, Any]:
+    """``(config, untrained model, datasets or None, tokenizer or None)`` of a saved language-model run, for
+    :func:`nalaformer.train.runs.load_run`; text runs reload the tokenizer the run saved."""
+    config = from_dict(LMRecipeConfig, sections)
+    tokenizer = None if config.data.name == "mqar" else load_tokenizer(Path(run_dir) / TOKENIZER_FOLDER)
+    vocab_size = config.data.mqar_vocab if tokenizer is None else tokenizer.vocab_size
+    datasets = build_datasets(config, tokenizer=tokenizer) if with_data else None
+    model = build_model(config.model, vocab_size=vocab_size, block_size=config.data.block_size)
+    return config, model, datasets, tokenizer
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -238,36 +250,20 @@ def evaluate_run(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Evaluate a language-model run on its held-out data (``split`` must be ``"val"``); adds ``perplexity``."""
-    recipe, sections, _ = read_run_config(run_dir)
-    if recipe != NAME:
-        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run, not a language-model run")
+    from nalaformer.train.runs import load_run
+
     if split != "val":
         raise ValueError(f"split={split!r}: language-model runs have only the held-out 'val' split")
-    config = from_dict(LMRecipeConfig, sections)
-    tokenizer = None
-    if config.data.name != "mqar":
-        tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_FOLDER)
-    datasets = build_datasets(config, tokenizer=tokenizer)
-    if datasets.val is None:
+    run = load_run(run_dir, checkpoint=checkpoint, ema=ema, recipe=NAME)
+    if run.datasets.val is None:
         raise ValueError(f"the run {str(run_dir)!r} has no validation data (val_fraction too small)")
-    model, path = _load_run_model(config, run_dir, datasets.vocab_size, checkpoint, ema)
     target = resolve_device(device)
-    model.to(target)
+    model = run.model.to(target)
     metrics = evaluate(
-        model, datasets.val, lm_eval, batch_size=batch_size, device=target, precision=config.train.precision
+        model, run.datasets.val, lm_eval, batch_size=batch_size, device=target, precision=run.config.train.precision
     )
     metrics["perplexity"] = float(torch.tensor(metrics["loss"]).exp())
-    return {**metrics, "step": int(path.name.split("_")[-1]), "samples": len(datasets.val)}
-
-
-def _load_run_model(
-    config: LMRecipeConfig, run_dir: str | Path, vocab_size: int, checkpoint: str | Path | None, ema: bool
-) -> tuple[nn.Module, Path]:
-    """The run's model with the weights of ``checkpoint`` (default: the run's newest valid one), and that path."""
-    model = build_model(config.model, vocab_size=vocab_size, block_size=config.data.block_size)
-    path = resolve_checkpoint(checkpoint if checkpoint is not None else run_dir)
-    load_weights(path, model, ema=ema)
-    return model, path
+    return {**metrics, "step": run.step, "samples": len(run.datasets.val)}
 
 
 def evaluate_text(
@@ -281,23 +277,22 @@ def evaluate_text(
 ) -> dict[str, float]:
     """Loss and perplexity of a language-model run on a UTF-8 text file (or directory), tokenised with the run's
     tokenizer and cut into the run's non-overlapping ``block_size`` windows (each window starts a fresh context)."""
-    recipe, sections, _ = read_run_config(run_dir)
-    if recipe != NAME:
-        raise ValueError(f"{str(run_dir)!r} is a {recipe!r} run; --text needs a language-model run")
-    config = from_dict(LMRecipeConfig, sections)
-    if config.data.name == "mqar":
+    from nalaformer.train.runs import load_run
+
+    run = load_run(run_dir, checkpoint=checkpoint, ema=ema, recipe=NAME, with_data=False)
+    if run.tokenizer is None:
         raise ValueError(f"{str(run_dir)!r} was trained on MQAR, which has no text tokenizer")
-    tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_FOLDER)
-    ids = encode_to_tensor(tokenizer, load_corpus(str(text_path)))
-    if len(ids) < config.data.block_size + 1:
+    block_size = run.config.data.block_size
+    ids = encode_to_tensor(run.tokenizer, load_corpus(str(text_path)))
+    if len(ids) < block_size + 1:
         raise ValueError(
-            f"{str(text_path)!r} holds {len(ids)} tokens; the run's block_size={config.data.block_size} needs at least "
-            f"{config.data.block_size + 1}"
+            f"{str(text_path)!r} holds {len(ids)} tokens; the run's block_size={block_size} needs at least "
+            f"{block_size + 1}"
         )
-    windows = TokenWindows(ids, config.data.block_size)
-    model, path = _load_run_model(config, run_dir, tokenizer.vocab_size, checkpoint, ema)
+    windows = TokenWindows(ids, block_size)
     target = resolve_device(device)
-    model.to(target)
-    metrics = evaluate(model, windows, lm_eval, batch_size=batch_size, device=target, precision=config.train.precision)
+    model = run.model.to(target)
+    precision = run.config.train.precision
+    metrics = evaluate(model, windows, lm_eval, batch_size=batch_size, device=target, precision=precision)
     metrics["perplexity"] = float(torch.tensor(metrics["loss"]).exp())
-    return {**metrics, "step": int(path.name.split("_")[-1]), "samples": len(windows), "tokens": len(ids)}
+    return {**metrics, "step": run.step, "samples": len(windows), "tokens": len(ids)}
