@@ -127,7 +127,8 @@ class TrainConfig:
     resume: str | None = option(
         None,
         "continue a run: bare --resume (= 'auto') takes the newest valid checkpoint of run_dir (a fresh start if "
-        "there is none); or name a checkpoint folder or run folder",
+        "it has none, refused if all are damaged); or name a checkpoint folder or run folder. Model, data and "
+        "optimisation settings must match the checkpoint's",
         const="auto",
     )
     overwrite: bool = option(False, "replace what run_dir holds (without it, a non-empty run_dir needs --resume)")

@@ -16,7 +16,9 @@ EPILOG = """\
 Options: training fields are top-level flags (--steps 200 --lr 3e-4), the others carry their section
 (--data.name digits --model.mixer nala); write '_' in a field name as '-' (--warmup-steps); booleans take
 --flag / --no-flag. The run folder (--run-dir, default runs/<recipe>-<time>) receives config.json, metrics.jsonl
-and checkpoints/. --resume continues the newest valid checkpoint of --run-dir exactly (or give a checkpoint folder).
+and checkpoints/. --resume continues the newest valid checkpoint of --run-dir exactly (or give a checkpoint folder);
+--overwrite replaces the run a --run-dir holds (without either, a non-empty --run-dir is refused). One process per
+run folder (a lock); Ctrl-C stops with one line naming the checkpoint to resume from.
 Distributed: torchrun --nproc-per-node N -m nalaformer train ... (gloo on CPU, NCCL on GPUs).
 """
 
