@@ -255,10 +255,6 @@ def training_step_memory(cell: Cell) -> float:
     return measure_cpu_peak_in_process("nalaformer.reproduce.small_training:training_step_case", asdict(cell))
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
 def _cell_entry(cell: Cell, path: str, memory: bool) -> dict[str, Any]:
     """Runs in a worker: train, measure, write the record (failures come back as records with an error)."""
     from nalaformer.reporting import write_json
@@ -284,6 +280,7 @@ def run_cells(
     import os
 
     from nalaformer.reporting import read_json
+    from nalaformer.reproduce.workers import stop_workers, worker_init
 
     folder = Path(folder)
     records: dict[str, dict[str, Any]] = {}
@@ -319,13 +316,22 @@ def run_cells(
         os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         try:
             context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+            # the study's workers: they ignore Ctrl-C (the study stops them at once) and die with the study
+            pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=worker_init, initargs=(1, os.getpid())
+            )
+            try:
                 futures = [pool.submit(_cell_entry, c, str(folder / f"{c.name}.json"), memory) for c in pending]
                 for future in concurrent.futures.as_completed(futures):
                     record = future.result()
                     records[record["name"]] = record
                     if bar is not None:
                         bar.update(1)
+            except BaseException:
+                stop_workers(pool)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         finally:
             for key, value in saved.items():
                 if value is None:
