@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen suites, write their files, print the tables and targets."""
     import torch
 
-    from nalaformer.bench import decoding, model_report, models, operators, report, roofline
+    from nalaformer.bench import model_report, report
 
     if args.threads is not None:
         if args.threads < 1:
@@ -75,75 +76,14 @@ def run(args: argparse.Namespace) -> int:
     suites = SUITES if not args.suites or "all" in args.suites else tuple(dict.fromkeys(args.suites))
     out = args.out if args.out is not None else (None if args.tiny else Path("benchmarks/results"))
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    tiny = args.tiny
     results: dict[str, list[dict[str, Any]]] = {}
     extra = report.metadata(device, dtype)
-
-    def finish(suite: str, rows: list[dict[str, Any]]) -> None:
-        """Keep a suite's rows and write its files at once (a later suite's failure does not lose them)."""
-        results[suite] = rows
+    runners = _suite_runners(args, device, dtype)
+    for suite in (name for name in SUITES if name in suites):
+        # each suite's files are written as soon as it finishes: a later suite's failure does not lose them
+        results[suite] = runners[suite]()
         if out is not None:
-            _write_suite(suite, rows, out, device, extra, args.threads)
-
-    if "operators" in suites:
-        modes = (False, True) if args.modes is None else tuple(mode == "causal" for mode in args.modes)
-        settings = operators.OperatorSettings(
-            lengths=tuple(args.lengths or ((64, 128) if tiny else operators.OperatorSettings.lengths)),
-            methods=tuple(args.methods or operators.METHODS),
-            modes=modes,
-            heads=2 if tiny else 4,
-            head_dim=16 if tiny else 64,
-            dtype=dtype,
-            device=device,
-            rounds=args.rounds or (1 if tiny else 5),
-            sdpa_max_len=args.sdpa_max_len,
-            memory_methods=() if args.no_memory else ("nala", "nala_rope", "sdpa"),
-            threads=args.threads,
-            min_round_s=0.0 if tiny else 0.02,
-        )
-        finish("operators", operators.run_operator_benchmarks(settings, progress=_log))
-    if "roofline" in suites:
-        settings = roofline.RooflineSettings(
-            seq_len=256 if tiny else 16384,
-            matmul_size=128 if tiny else 2048,
-            rounds=args.rounds or (1 if tiny else 7),
-            device=device,
-            min_round_s=0.0 if tiny else 0.02,
-        )
-        finish("roofline", roofline.run_roofline(settings, progress=_log))
-    counts = args.thread_counts or sorted({1, args.threads or torch.get_num_threads()})
-    if "decoding" in suites:
-        settings = decoding.DecodingSettings(
-            contexts=tuple(args.contexts or ((32, 64) if tiny else decoding.DecodingSettings.contexts)),
-            preset="tiny" if tiny else "small",
-            threads=counts,
-            rounds=args.rounds or (1 if tiny else 7),
-            device=device,
-            min_round_s=0.0 if tiny else 0.05,
-        )
-        finish("decoding", decoding.run_decoding(settings, progress=_log))
-    if "vision" in suites:
-        settings = models.VisionSettings(
-            variant="nalaformer_nano" if tiny else "nalaformer_t",
-            sizes=tuple(args.sizes or ((32,) if tiny else models.VisionSettings.sizes)),
-            train_sizes=tuple(args.train_sizes or ((32,) if tiny else (224, 512))),
-            batch=None if tiny else {224: 4},
-            threads=counts,
-            rounds=args.rounds or (1 if tiny else 3),
-            budget_s=args.budget,
-            device=device,
-        )
-        finish("vision", models.run_vision(settings, progress=_log))
-    if "language" in suites:
-        settings = models.LanguageSettings(
-            seq_lens=tuple(args.lm_seq_len or ((32,) if tiny else models.LanguageSettings.seq_lens)),
-            preset="tiny" if tiny else "small",
-            threads=counts,
-            rounds=args.rounds or (1 if tiny else 3),
-            device=device,
-            min_round_s=0.0 if tiny else 0.02,
-        )
-        finish("language", models.run_language(settings, progress=_log))
+            _write_suite(suite, results[suite], out, device, extra, args.threads)
 
     targets = []
     if {"operators", "roofline"} & set(results):
@@ -197,6 +137,71 @@ def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: An
             table = markdown_table(columns, [[row.get(c, "") for c in columns] for row in results[suite]])
             lines += ["", f"## {suite.capitalize()}", "", table]
     return "\n".join(lines) + "\n"
+
+
+def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[str, Callable[[], list[dict[str, Any]]]]:
+    """Each suite's settings from the command line (``--tiny`` picks seconds-long sizes), as a call that runs it."""
+    import torch
+
+    from nalaformer.bench import decoding, models, operators, roofline
+
+    tiny = args.tiny
+    counts = args.thread_counts or sorted({1, args.threads or torch.get_num_threads()})
+    modes = (False, True) if args.modes is None else tuple(mode == "causal" for mode in args.modes)
+    operator_settings = operators.OperatorSettings(
+        lengths=tuple(args.lengths or ((64, 128) if tiny else operators.OperatorSettings.lengths)),
+        methods=tuple(args.methods or operators.METHODS),
+        modes=modes,
+        heads=2 if tiny else 4,
+        head_dim=16 if tiny else 64,
+        dtype=dtype,
+        device=device,
+        rounds=args.rounds or (1 if tiny else 5),
+        sdpa_max_len=args.sdpa_max_len,
+        memory_methods=() if args.no_memory else ("nala", "nala_rope", "sdpa"),
+        threads=args.threads,
+        min_round_s=0.0 if tiny else 0.02,
+    )
+    roofline_settings = roofline.RooflineSettings(
+        seq_len=256 if tiny else 16384,
+        matmul_size=128 if tiny else 2048,
+        rounds=args.rounds or (1 if tiny else 7),
+        device=device,
+        min_round_s=0.0 if tiny else 0.02,
+    )
+    decoding_settings = decoding.DecodingSettings(
+        contexts=tuple(args.contexts or ((32, 64) if tiny else decoding.DecodingSettings.contexts)),
+        preset="tiny" if tiny else "small",
+        threads=counts,
+        rounds=args.rounds or (1 if tiny else 7),
+        device=device,
+        min_round_s=0.0 if tiny else 0.05,
+    )
+    vision_settings = models.VisionSettings(
+        variant="nalaformer_nano" if tiny else "nalaformer_t",
+        sizes=tuple(args.sizes or ((32,) if tiny else models.VisionSettings.sizes)),
+        train_sizes=tuple(args.train_sizes or ((32,) if tiny else (224, 512))),
+        batch=None if tiny else {224: 4},
+        threads=counts,
+        rounds=args.rounds or (1 if tiny else 3),
+        budget_s=args.budget,
+        device=device,
+    )
+    language_settings = models.LanguageSettings(
+        seq_lens=tuple(args.lm_seq_len or ((32,) if tiny else models.LanguageSettings.seq_lens)),
+        preset="tiny" if tiny else "small",
+        threads=counts,
+        rounds=args.rounds or (1 if tiny else 3),
+        device=device,
+        min_round_s=0.0 if tiny else 0.02,
+    )
+    return {
+        "operators": lambda: operators.run_operator_benchmarks(operator_settings, progress=_log),
+        "roofline": lambda: roofline.run_roofline(roofline_settings, progress=_log),
+        "decoding": lambda: decoding.run_decoding(decoding_settings, progress=_log),
+        "vision": lambda: models.run_vision(vision_settings, progress=_log),
+        "language": lambda: models.run_language(language_settings, progress=_log),
+    }
 
 
 def _write_suite(

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nalaformer.reproduce.jobs import read_json, write_json_atomic
+from nalaformer.reporting import read_json, write_json
 
 MIXERS = {
     "tiny": ("nala", "elu"),
@@ -162,6 +162,6 @@ def conversion_section(out_dir: str | Path, mode: str, *, progress: bool = True)
     runs = {mixer: _convert(config, run_dirs[mixer], progress) for mixer, config in configs.items()}
     result = _evaluate(configs, runs, run_dirs, mode)
     result["command"] = f"nalaformer reproduce --mode {mode} --sections conversion --out {out_dir}"
-    write_json_atomic(result, out_dir / "results" / "conversion.json")
+    write_json(result, out_dir / "results" / "conversion.json")
     (out_dir / "conversion.md").write_text(conversion_markdown(result), encoding="utf-8")
     return json.loads(json.dumps(result))

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import default_collate
 
 from nalaformer.diagnostics.training import norm_awareness_hook
-from nalaformer.reporting import read_json, write_json  # noqa: F401 (read_json: re-exported for existing callers)
+from nalaformer.reporting import write_json
 from nalaformer.reproduce.plan import TaskPlan
 from nalaformer.train import latest_valid_checkpoint
 from nalaformer.train.recipes import image as image_recipe
@@ -30,10 +30,6 @@ def result_path(out_dir: Path, task: str, mixer: str, seed: int) -> Path:
 
 def run_dir(out_dir: Path, task: str, mixer: str, seed: int) -> Path:
     return Path(out_dir) / "runs" / task / f"{mixer}-seed{seed}"
-
-
-# the earlier name of the package's one JSON writer (whole file or none; NaN -> null), kept for existing callers
-write_json_atomic = write_json
 
 
 def recipe_config(task: TaskPlan, mixer: str, seed: int, directory: Path) -> Any:
