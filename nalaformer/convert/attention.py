@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from nalaformer.layers import FeatureMap, LinearAttention, NaLaFeatureMap, build_attention
 from nalaformer.ops import linear_attention, nala_attention
+
+if TYPE_CHECKING:  # transformers is imported only where a cache is used
+    from nalaformer.convert.cache import LinearStateLayer
 
 MODES = ("linear", "softmax", "transfer")
 
@@ -245,6 +248,55 @@ class LinearizedAttention(nn.Module):
                 o = linear_attention(phi_q, phi_k, value, causal=self.causal, eps=self.eps, attention_mask=key_mask)
             outputs.append(o)
         return torch.cat(outputs, dim=-1).to(v.dtype), first_weights
+
+    def decodes_with_state(self, cache: Any) -> bool:
+        """Whether a call with ``cache`` carries the constant-size running state (linear mode, no softmax window)
+        rather than the growing keys and values of transformers' cache."""
+        return cache is not None and self.causal and self.mode == "linear" and self.window == 0
+
+    def recurrent(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layer: LinearStateLayer,
+        *,
+        key_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Converted attention of the new tokens ``q, k, v [B, T, H, D]`` continuing ``layer``'s running state.
+
+        Same result as :meth:`student` over the whole sequence (causal mean form, padded keys never summed), but only
+        the fixed-size ``LinearAttentionState`` per stream is kept: NaLa's maps run the fast op
+        (:func:`~nalaformer.ops.nala_attention`, one small step per decoded token), the others their features and
+        :func:`~nalaformer.ops.linear_attention`.
+        """
+        if not self.causal:
+            raise ValueError("a bidirectional converted layer has no decoding state")
+        q_len = q.shape[1]
+        qa, ka = self.adapter(q, k)
+        fm = self.feature_map
+        previous = layer.states
+        if isinstance(fm, NaLaFeatureMap) and getattr(fm, "temperature_mode", None) is None:
+            options = {"lam": fm.lam, "tau": fm.tau, "inhibit": fm.inhibit, "alpha": fm.alpha, "power": fm.power}
+            o, state = nala_attention(
+                qa, ka, v, causal=True, temperature=getattr(fm, "op_temperature", fm.temperature), eps=self.eps,
+                attention_mask=key_mask, initial_state=None if previous is None else previous[0],
+                output_final_state=True, **options,
+            )  # fmt: skip
+            layer.advance((state,), q_len)
+            return o.to(v.dtype)
+        positions = torch.arange(layer.length, layer.length + q_len, device=q.device)
+        streams = _streams(fm, qa, ka, positions)
+        outputs, states = [], []
+        for index, ((phi_q, phi_k), value) in enumerate(zip(streams, v.chunk(len(streams), dim=-1))):
+            o, state = linear_attention(
+                phi_q, phi_k, value, causal=True, eps=self.eps, attention_mask=key_mask,
+                initial_state=None if previous is None else previous[index], output_final_state=True,
+            )  # fmt: skip
+            outputs.append(o)
+            states.append(state)
+        layer.advance(tuple(states), q_len)
+        return torch.cat(outputs, dim=-1).to(v.dtype)
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scaling: float, key_mask: torch.Tensor | None

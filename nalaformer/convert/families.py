@@ -30,7 +30,14 @@ from nalaformer.convert.attention import (
     key_mask_from,
     relative_mse,
 )
-from nalaformer.layers import FeatureMap, LinearAttention, SoftmaxAttention, TokenMixer, build_attention
+from nalaformer.layers import (
+    FeatureMap,
+    LinearAttention,
+    NaLaFeatureMap,
+    SoftmaxAttention,
+    TokenMixer,
+    build_attention,
+)
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -58,6 +65,15 @@ def _cached(cache: Any, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tup
     return k.transpose(1, 2), v.transpose(1, 2)
 
 
+def _state_of(cache: Any, layer_idx: int | None, attention_mask: torch.Tensor | None, k: torch.Tensor) -> tuple:
+    """``(state layer, key mask)`` for :meth:`LinearizedAttention.recurrent` with new keys ``k [B, T, H, D]``."""
+    from nalaformer.convert.cache import state_layer
+
+    if layer_idx is None:
+        raise ValueError("a converted layer without layer_idx cannot keep a decoding state in a cache")
+    return state_layer(cache, layer_idx), key_mask_from(attention_mask, k.shape[1])
+
+
 class BertLinearized(LinearizedAttention):
     """BERT-family self-attention with the attention replaced (``query``, ``key``, ``value`` reused)."""
 
@@ -83,8 +99,13 @@ class BertLinearized(LinearizedAttention):
         q = self.query(hidden_states).view(shape)
         k = self.key(hidden_states).view(shape)
         v = self.value(hidden_states).view(shape)
-        k, v = _cached(cache, self.layer_idx, k, v)
-        o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask_from(attention_mask, k.shape[1]))
+        if self.decodes_with_state(cache):
+            layer, key_mask = _state_of(cache, self.layer_idx, attention_mask, k)
+            o, weights = self.recurrent(q, k, v, layer, key_mask=key_mask), None
+        else:
+            k, v = _cached(cache, self.layer_idx, k, v)
+            key_mask = key_mask_from(attention_mask, k.shape[1])
+            o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask)
         return o.reshape(*hidden_states.shape[:-1], -1), weights
 
 
@@ -117,8 +138,13 @@ class GPT2Linearized(LinearizedAttention):
         q, k, v = self.c_attn(hidden_states).split(self.split_size, dim=2)
         shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
         q, k, v = q.view(shape), k.view(shape), v.view(shape)
-        k, v = _cached(cache, self.layer_idx, k, v)
-        o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask_from(attention_mask, k.shape[1]))
+        if self.decodes_with_state(cache):
+            layer, key_mask = _state_of(cache, self.layer_idx, attention_mask, k)
+            o, weights = self.recurrent(q, k, v, layer, key_mask=key_mask), None
+        else:
+            k, v = _cached(cache, self.layer_idx, k, v)
+            key_mask = key_mask_from(attention_mask, k.shape[1])
+            o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask)
         o = self.resid_dropout(self.c_proj(o.reshape(*hidden_states.shape[:-1], -1)))
         return o, weights
 
@@ -157,10 +183,17 @@ class LlamaLinearized(LinearizedAttention):
         if position_embeddings is not None:
             cos, sin = position_embeddings
             q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
-        k, v = _past_keys_values(cache, self.layer_idx, k, v)
+        stateful = self.decodes_with_state(cache)
+        if not stateful:
+            k, v = _past_keys_values(cache, self.layer_idx, k, v)
         q = q.transpose(1, 2)
         k, v = expand_heads(k.transpose(1, 2), self.groups), expand_heads(v.transpose(1, 2), self.groups)
-        o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask_from(attention_mask, k.shape[1]))
+        if stateful:
+            layer, key_mask = _state_of(cache, self.layer_idx, attention_mask, k)
+            o, weights = self.recurrent(q, k, v, layer, key_mask=key_mask), None
+        else:
+            key_mask = key_mask_from(attention_mask, k.shape[1])
+            o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask)
         return self.o_proj(o.reshape(*hidden_states.shape[:-1], -1)), weights
 
 
@@ -175,6 +208,28 @@ class AdaptedFeatureMap(FeatureMap):
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> list:
         q, k = self.adapter(q, k)
         return self.inner(q, k, positions)
+
+
+class AdaptedNaLaFeatureMap(NaLaFeatureMap):
+    """NaLa's map behind a :class:`QueryKeyAdapter` that stays a ``NaLaFeatureMap``, so the library's block keeps
+    running it through the fast op (:func:`~nalaformer.ops.nala_attention`) in training, prefill and decoding."""
+
+    adapter: QueryKeyAdapter
+
+    @classmethod
+    def wrap(cls, feature_map: NaLaFeatureMap, adapter: QueryKeyAdapter) -> AdaptedNaLaFeatureMap:
+        """``feature_map`` itself (its parameters and options kept), now applying ``adapter`` first."""
+        feature_map.__class__ = cls
+        feature_map.adapter = adapter
+        return feature_map
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> list:
+        q, k = self.adapter(q, k)
+        return super().forward(q, k, positions)
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options: Any) -> Any:
+        q, k = self.adapter(q, k)
+        return super().attention(q, k, v, **options)
 
 
 class ConvertedBlockMixer(TokenMixer):
@@ -206,7 +261,10 @@ class ConvertedBlockMixer(TokenMixer):
         for name in ("in_proj", "lepe", "out_norm", "out_proj"):
             setattr(student, name, getattr(original, name))
         adapter = QueryKeyAdapter(original.num_heads, original.head_dim)
-        student.feature_map = AdaptedFeatureMap(student.feature_map, adapter)
+        if type(student.feature_map) is NaLaFeatureMap:
+            student.feature_map = AdaptedNaLaFeatureMap.wrap(student.feature_map, adapter)
+        else:
+            student.feature_map = AdaptedFeatureMap(student.feature_map, adapter)
         self.student_block = student
         self.teacher_block = original
         self.mixer, self.mixer_options, self.window, self.eps = mixer, dict(options), 0, eps
@@ -215,7 +273,8 @@ class ConvertedBlockMixer(TokenMixer):
 
     @property
     def feature_map(self) -> FeatureMap:
-        return self.student_block.feature_map.inner
+        fm = self.student_block.feature_map
+        return fm.inner if isinstance(fm, AdaptedFeatureMap) else fm
 
     @property
     def adapter(self) -> QueryKeyAdapter:
