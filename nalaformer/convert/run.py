@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from nalaformer.convert.data import batch_at, minilm_path, play_passages, split_plays
+from nalaformer.convert.decoder import is_language_model_folder, load_language_model
 from nalaformer.convert.saving import save_pretrained
 from nalaformer.convert.stages import (
     freeze_for_transfer,
@@ -49,7 +50,8 @@ class LinearizeConfig:
     """Everything a conversion run depends on (saved as ``config.json``; a resume must match it).
 
     Attributes:
-        model (str): a transformers model folder, or ``all-MiniLM-L6-v2`` (the offline wheel).
+        model (str): a transformers model folder, ``all-MiniLM-L6-v2`` (the offline wheel), or a
+            ``nalaformer train lm`` run folder / ``NaLaForCausalLM.save_pretrained`` folder.
         mixer, options, window: the :class:`ConversionSpec`.
         seq_len (int): tokens per passage (truncation); words (int): words per passage.
         batch_size (int): passages per step.
@@ -121,10 +123,17 @@ def resolve_model_path(name: str) -> Path:
 
 
 def load_pretrained(name: str) -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` of a local pretrained model, offline, in train mode with dropout off."""
+    """``(model, tokenizer)`` of a local pretrained model, offline, in train mode with dropout off.
+
+    ``name`` may also be a ``nalaformer train lm`` run folder or a ``NaLaForCausalLM.save_pretrained`` folder (its
+    tokenizer behind :class:`~nalaformer.convert.decoder.TextTokenizer`).
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model_path(name)
+    if is_language_model_folder(path):
+        model, tokenizer = load_language_model(path)
+        return model.train(), tokenizer
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     architectures = config.get("architectures") or []
     if any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel") for arch in architectures):
