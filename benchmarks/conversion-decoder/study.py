@@ -54,7 +54,9 @@ def _stage_seconds(run_dir: Path, step: int) -> float:
 
 def evaluate(run_dir: Path) -> dict:
     config = LinearizeConfig(**json.loads((run_dir / "config.json").read_text()))
+    torch.manual_seed(config.seed)  # as the run drew it: the same random feature-map init (Hedgehog) below
     teacher, tokenizer = load_language_model(config.model)
+    start = linearize(copy.deepcopy(teacher), config.spec)
     windows = held_out_windows(tokenizer, window=WINDOW, count=WINDOWS, eval_every=config.eval_every)
     passages = play_passages(split_plays(config.eval_every)[0], words=config.words)
 
@@ -62,8 +64,6 @@ def evaluate(run_dir: Path) -> dict:
         return batch_at(tokenizer, passages, step, config.batch_size, config.seq_len, config.seed)
 
     real = [int(batch(step)["attention_mask"].sum()) for step in range(config.total_steps)]
-    torch.manual_seed(config.seed)
-    start = linearize(copy.deepcopy(teacher), config.spec)
     if config.calibrate:
         calibrate(start, [batch(0)])
     after_transfer = linearize(copy.deepcopy(teacher), config.spec)

@@ -137,7 +137,10 @@ def state_layer(cache: Any, layer_idx: int) -> LinearStateLayer:
 
 def cache_nbytes(cache: Any) -> int:
     """Bytes held by a decoding cache: converted layers' states, softmax layers' keys and values, or a
-    ``NaLaCache``'s mixer states."""
+    ``NaLaCache``'s mixer states. ``cache`` may also be the model output that carries it (under ``cache`` or, in
+    older transformers releases, ``past_key_values``)."""
+    if hasattr(cache, "logits"):
+        cache = cache["cache"] if "cache" in cache else cache["past_key_values"]
     if hasattr(cache, "nbytes") and callable(cache.nbytes):
         return int(cache.nbytes())
     total = 0

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The commands behind benchmarks/conversion-decoder/{results,cost}.{md,json}, from the repository root.
+# On the shared 2-core machine each line ran under `/work/heavy` (one core, one thread), independent lines in parallel.
+set -euo pipefail
+export PYTHONPATH=$PWD
+S=benchmarks/conversion-decoder
+
+# teacher: softmax NaLaForCausalLM, characters, trained on the 30 conversion plays only (8 held-out plays never seen)
+python $S/study.py teacher-data runs/convdec/data
+nalaformer train lm --data.name runs/convdec/data/conversion_plays.txt --data.tokenizer char --data.block-size 256 \
+  --model.mixer softmax --model.hidden-size 128 --model.num-layers 4 --model.num-heads 4 --steps 800 --batch-size 16 \
+  --eval-every 400 --checkpoint-every 200 --warmup-steps 50 --no-progress --log-every 20 --run-dir runs/convdec/teacher
+
+# conversions: same budget for every map (100 attention-transfer + 100 LoRA-recovery steps of 8 passages x 256 tokens)
+convert() {  # mixer seed
+  nalaformer linearize --model runs/convdec/teacher --mixer "$1" --seed "$2" --run-dir "runs/convdec/conv/$1-s$2" \
+    --seq-len 256 --words 48 --batch-size 8 --transfer-steps 100 --recovery-steps 100 --checkpoint-every 200 \
+    --no-progress
+  python $S/study.py evaluate "runs/convdec/conv/$1-s$2"
+}
+convert nala 0; convert elu 0; convert hedgehog 0; convert nala 1; convert nala 2
+python $S/study.py report runs/convdec/conv/{nala-s0,nala-s1,nala-s2,elu-s0,hedgehog-s0} --out $S
+
+# cost: forward time and peak memory at 512-16k tokens, per-token decoding, state bytes (one thread)
+python $S/decoder_bench.py runs/convdec/teacher --out $S
