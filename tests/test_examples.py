@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 # what each example needs beyond torch (skipped without it, as the suite does elsewhere)
-NEEDS = {"language_model.py": "transformers"}
+NEEDS = {"language_model.py": "transformers", "convert_decoder.py": "transformers"}
 
 
 def _body(path: Path) -> str:

@@ -14,7 +14,7 @@ nalaformer train lm --data.name runs/convdec/data/conversion_plays.txt --data.to
 # conversions: same budget for every map (100 attention-transfer + 100 LoRA-recovery steps of 8 passages x 256 tokens)
 convert() {  # mixer seed
   nalaformer linearize --model runs/convdec/teacher --mixer "$1" --seed "$2" --run-dir "runs/convdec/conv/$1-s$2" \
-    --seq-len 256 --words 48 --batch-size 8 --transfer-steps 100 --recovery-steps 100 --checkpoint-every 200 \
+    --seq-len 256 --words 48 --raw-text --batch-size 8 --transfer-steps 100 --recovery-steps 100 --checkpoint-every 200 \
     --no-progress
   python $S/study.py evaluate "runs/convdec/conv/$1-s$2"
 }

@@ -58,7 +58,7 @@ def evaluate(run_dir: Path) -> dict:
     teacher, tokenizer = load_language_model(config.model)
     start = linearize(copy.deepcopy(teacher), config.spec)
     windows = held_out_windows(tokenizer, window=WINDOW, count=WINDOWS, eval_every=config.eval_every)
-    passages = play_passages(split_plays(config.eval_every)[0], words=config.words)
+    passages = play_passages(split_plays(config.eval_every)[0], words=config.words, raw=config.raw_text)
 
     def batch(step: int) -> dict:
         return batch_at(tokenizer, passages, step, config.batch_size, config.seq_len, config.seed)
@@ -74,7 +74,8 @@ def evaluate(run_dir: Path) -> dict:
         "mixer": config.mixer,
         "seed": config.seed,
         "config": {k: getattr(config, k) for k in ("seq_len", "batch_size", "transfer_steps", "recovery_steps",
-                                                   "transfer_lr", "recovery_lr", "lora_rank", "words")},
+                                                   "transfer_lr", "recovery_lr", "lora_rank", "words",
+                                                   "raw_text")},
         "held_out": {"windows": WINDOWS, "window": WINDOW, "plays": split_plays(config.eval_every)[1]},
         "init": lm_agreement(start, teacher, windows),
         "stage1": lm_agreement(after_transfer, teacher, windows),

@@ -2,7 +2,7 @@
 
 A converted layer in linear mode needs no keys and values of past tokens: its attention is a running sum
 (``LinearAttentionState`` per feature stream: ``Σ phi(k) v^T``, ``Σ phi(k)`` and the count of real keys; see
-docs/method.md on the causal form). When such a layer receives a transformers cache (``generate`` makes a
+docs/method.md §4.3, causal running mean). When such a layer receives a transformers cache (``generate`` makes a
 ``DynamicCache``; ``model(..., use_cache=True)`` returns one), it puts a :class:`LinearStateLayer` in its slot of that
 cache instead of appending keys and values. The layer answers the cache queries transformers makes (sequence length
 for positions, mask sizes) like a ``DynamicLayer`` of the same length, so ``generate``, masks and RoPE positions work

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("transfer_lr", "recovery_lr", "kl_weight"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument(
+        "--raw-text", action="store_true", help="passages keep line breaks and blank lines (language models)"
+    )
     parser.add_argument("--full-finetune", action="store_true", help="stage 2 trains every weight instead of LoRA")
     parser.add_argument("--no-calibrate", action="store_true", help="keep NaLa's temperature at 1")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

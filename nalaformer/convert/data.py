@@ -36,8 +36,14 @@ def split_plays(eval_every: int = 5) -> tuple[list[str], list[str]]:
     return [name for name in names if name not in held_out], held_out
 
 
-def play_passages(plays: list[str], *, words: int = 80, per_play: int | None = None) -> list[Passage]:
-    """Passages of about ``words`` words (whole lines) from each of ``plays``, in order; ``per_play`` caps each."""
+def play_passages(
+    plays: list[str], *, words: int = 80, per_play: int | None = None, raw: bool = False
+) -> list[Passage]:
+    """Passages of about ``words`` words (whole lines) from each of ``plays``, in order; ``per_play`` caps each.
+
+    By default a passage is its lines stripped and joined by spaces; ``raw=True`` keeps the plain text as it is
+    (line breaks, and the blank lines between speeches), as a language model trained on the plays' text sees it.
+    """
     paths = {path.stem: path for path in shakespeare_play_paths()}
     unknown = [name for name in plays if name not in paths]
     if unknown:
@@ -47,11 +53,13 @@ def play_passages(plays: list[str], *, words: int = 80, per_play: int | None = N
         lines = [line.strip() for line in strip_play_markup(paths[name].read_text(encoding="utf-8")).splitlines()]
         current: list[str] = []
         count, taken = 0, 0
-        for line in filter(None, lines):
+        for line in lines if raw else filter(None, lines):
+            if raw and not current and not line:
+                continue  # a raw passage starts at a line with words
             current.append(line)
             count += len(line.split())
             if count >= words:
-                passages.append(Passage(name, " ".join(current)))
+                passages.append(Passage(name, "\n".join(current) if raw else " ".join(current)))
                 current, count, taken = [], 0, taken + 1
                 if per_play is not None and taken >= per_play:
                     break

@@ -54,6 +54,8 @@ class LinearizeConfig:
             ``nalaformer train lm`` run folder / ``NaLaForCausalLM.save_pretrained`` folder.
         mixer, options, window: the :class:`ConversionSpec`.
         seq_len (int): tokens per passage (truncation); words (int): words per passage.
+        raw_text (bool): passages keep the plays' line breaks and blank lines (for language models trained on the
+            plain text); default: lines joined by spaces.
         batch_size (int): passages per step.
         transfer_steps (int), recovery_steps (int): optimizer steps of stage 1 and stage 2.
         transfer_lr (float), recovery_lr (float): Adam learning rates.
@@ -72,6 +74,7 @@ class LinearizeConfig:
     window: int = 0
     seq_len: int = 64
     words: int = 40
+    raw_text: bool = False
     batch_size: int = 16
     transfer_steps: int = 60
     recovery_steps: int = 40
@@ -198,7 +201,7 @@ def run_conversion(
     model, tokenizer = load_pretrained(config.model)
     linearize(model, config.spec)
     conversion_plays, _ = split_plays(config.eval_every)
-    passages = play_passages(conversion_plays, words=config.words)
+    passages = play_passages(conversion_plays, words=config.words, raw=config.raw_text)
     if len(passages) < config.batch_size:
         raise ValueError(f"only {len(passages)} conversion passages for batch_size={config.batch_size}")
 

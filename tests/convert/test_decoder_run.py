@@ -53,6 +53,7 @@ def test_linearize_command_converts_a_softmax_language_model(tokenizer, tmp_path
     code = main([
         "linearize", "--model", str(teacher_dir), "--mixer", "nala", "--run-dir", str(run_dir), "--seq-len", "32",
         "--words", "6", "--batch-size", "2", "--transfer-steps", "2", "--recovery-steps", "2", "--no-progress",
+        "--raw-text",
     ])  # fmt: skip
     assert code == 0
     assert '"tokens": 256' in capsys.readouterr().out
@@ -88,3 +89,12 @@ def test_a_mixer_without_feature_map_names_the_decoder_layer(tokenizer, tmp_path
     model = NaLaForCausalLM.from_pretrained(lm_folder(tmp_path, tokenizer))
     with pytest.raises(ConversionError, match=r"model\.layers\.0\.mixer.*deltanet"):
         linearize(model, mixer="deltanet")
+
+
+def test_raw_passages_keep_the_line_breaks_of_the_same_lines():
+    from nalaformer.convert.data import play_passages
+
+    joined, raw = play_passages(["hamlet"], words=48), play_passages(["hamlet"], words=48, raw=True)
+    assert len(raw) == len(joined)
+    assert all("\n" in p.text and not p.text.startswith("\n") for p in raw)
+    assert [" ".join(p.text.split()) for p in raw] == [" ".join(p.text.split()) for p in joined]
