@@ -218,23 +218,41 @@ def _section_claims(results: dict[str, Any]) -> list[str]:
 
 def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
     lines = ["## 1. Spikiness: attention entropy vs query norm", ""]
+    lines += _controlled_table(results, figures)
+    lines += _trained_spikiness_table(results)
+    lines += _norm_awareness_table(results)
+    lines += _temperature_sweep_table(results)
+    for key, caption in (("scatter", "trained entropy vs query norm"), ("exponents", "NaLa exponent histogram")):
+        if figures.get(key):
+            lines += [f"![{caption}]({figures[key]})", ""]
+    return lines
+
+
+def _controlled_table(results: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
+    """Entropy against the query norm for each feature map, from the controlled study (none when it did not run)."""
     controlled = results.get("controlled")
-    if controlled:
-        scales = list(next(iter(controlled["methods"].values()))["entropy_at"])
-        config = controlled["config"]
-        lines += [
-            f"Controlled study (no training): one query direction with a growing norm against {config['num_keys']} "
-            f"keys, d = {config['dim']}, {config['trials']} draws; entropy in nats (maximum ln N = "
-            f"{fmt(controlled['max_entropy'])}).",
-            "",
-        ]
-        rows = [
-            [m["label"], *[fmt(m["entropy_at"][s]) for s in scales], fmt(m["drop"]), fmt(m["saturation_norm"], 2)]
-            for m in controlled["methods"].values()
-        ]
-        lines += table_lines(["map", *[f"H(‖q‖={s})" for s in scales], "drop", "flat beyond ‖q‖"], rows)
-        if figures.get("controlled"):
-            lines += [f"![controlled study]({figures['controlled']})", ""]
+    if not controlled:
+        return []
+    scales = list(next(iter(controlled["methods"].values()))["entropy_at"])
+    config = controlled["config"]
+    lines = [
+        f"Controlled study (no training): one query direction with a growing norm against {config['num_keys']} "
+        f"keys, d = {config['dim']}, {config['trials']} draws; entropy in nats (maximum ln N = "
+        f"{fmt(controlled['max_entropy'])}).",
+        "",
+    ]
+    rows = [
+        [m["label"], *[fmt(m["entropy_at"][s]) for s in scales], fmt(m["drop"]), fmt(m["saturation_norm"], 2)]
+        for m in controlled["methods"].values()
+    ]
+    lines += table_lines(["map", *[f"H(‖q‖={s})" for s in scales], "drop", "flat beyond ‖q‖"], rows)
+    if figures.get("controlled"):
+        lines += [f"![controlled study]({figures['controlled']})", ""]
+    return lines
+
+
+def _trained_spikiness_table(results: dict[str, Any]) -> list[str]:
+    """Entropy-norm correlations of each trained model that was analysed (none when no model was)."""
     rows = []
     for task, entry in results["tasks"].items():
         for mixer, stats in entry["mixers"].items():
@@ -253,33 +271,35 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
                     fmt(spikiness.get("exponent_saturated_fraction")),
                 ]
             )
-    if rows:
-        lines += [
-            "Trained models (validation inputs, every block and head, averaged over seeds): correlation of the row "
-            "entropy with ‖q‖ and with the norm of the top-weighted key, the fraction of same-sign dimensions in "
-            "each row's top (q, k) pair, the mean ‖q‖, and for NaLa the share of queries whose exponent is "
-            f"saturated (tanh(‖q‖) >= {SATURATION_TANH}).",
-            "",
-        ]
-        lines += table_lines(
-            [
-                "task",
-                "mixer",
-                "Pearson r(H, ‖q‖)",
-                "Spearman",
-                "Pearson r(H, ‖k_top‖)",
-                "same-sign",
-                "mean ‖q‖",
-                "p saturated",
-            ],
-            rows,
-        )
-    lines += _norm_awareness_table(results)
-    sweep_rows = []
+    if not rows:
+        return []
+    lines = [
+        "Trained models (validation inputs, every block and head, averaged over seeds): correlation of the row "
+        "entropy with ‖q‖ and with the norm of the top-weighted key, the fraction of same-sign dimensions in "
+        "each row's top (q, k) pair, the mean ‖q‖, and for NaLa the share of queries whose exponent is "
+        f"saturated (tanh(‖q‖) >= {SATURATION_TANH}).",
+        "",
+    ]
+    header = [
+        "task",
+        "mixer",
+        "Pearson r(H, ‖q‖)",
+        "Spearman",
+        "Pearson r(H, ‖k_top‖)",
+        "same-sign",
+        "mean ‖q‖",
+        "p saturated",
+    ]
+    return lines + table_lines(header, rows)
+
+
+def _temperature_sweep_table(results: dict[str, Any]) -> list[str]:
+    """The post-hoc norm-temperature sweep of the trained NaLa models (none when it did not run)."""
+    rows = []
     for task, entry in results["tasks"].items():
         sweep = entry["mixers"].get("nala", {}).get("spikiness", {}).get("temperature_sweep")
         for temperature, stats in (sweep or {}).items():
-            sweep_rows.append(
+            rows.append(
                 [
                     task,
                     temperature,
@@ -288,16 +308,13 @@ def _section_spikiness(results: dict[str, Any], figures: dict[str, str | None]) 
                     fmt(stats.get("pearson_entropy_q_norm")),
                 ]
             )
-    if sweep_rows:
-        lines += [
-            "Norm temperature (post hoc, on the trained NaLa models' own q and k): p = 3(0.5 + tanh(‖q‖ / T)).",
-            "",
-        ]
-        lines += table_lines(["task", "T", "mean p", "p saturated", "Pearson r(H, ‖q‖)"], sweep_rows)
-    for key, caption in (("scatter", "trained entropy vs query norm"), ("exponents", "NaLa exponent histogram")):
-        if figures.get(key):
-            lines += [f"![{caption}]({figures[key]})", ""]
-    return lines
+    if not rows:
+        return []
+    lines = [
+        "Norm temperature (post hoc, on the trained NaLa models' own q and k): p = 3(0.5 + tanh(‖q‖ / T)).",
+        "",
+    ]
+    return lines + table_lines(["task", "T", "mean p", "p saturated", "Pearson r(H, ‖q‖)"], rows)
 
 
 def _norm_awareness_table(results: dict[str, Any]) -> list[str]:

@@ -105,45 +105,15 @@ class NaLaConfig(PretrainedConfig):
         eos_token_id: int | None = None,
         **kwargs: Any,
     ) -> None:
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("hidden_size", hidden_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("max_position_embeddings", max_position_embeddings),
-        ):
-            _check_positive_int(name, value)
-        if hidden_size % num_attention_heads:
-            raise ValueError(
-                f"num_attention_heads={num_attention_heads} must divide hidden_size={hidden_size} "
-                f"(head_dim = hidden_size / num_attention_heads)"
-            )
-        if intermediate_size is None:
-            intermediate_size = _swiglu_width(hidden_size)
-        _check_positive_int("intermediate_size", intermediate_size)
-        if not isinstance(hybrid_every, int) or hybrid_every < 0:
-            raise ValueError(f"hybrid_every must be an int >= 0 (0 = no hybrid layers), got {hybrid_every!r}")
-        if mixer_options is not None and not isinstance(mixer_options, dict):
-            raise TypeError(f"mixer_options must be a dict (mixer name -> options), got {type(mixer_options).__name__}")
-        mixer_options = dict(mixer_options or {})
-        for key, options in mixer_options.items():
-            if not isinstance(options, dict):
-                raise TypeError(
-                    f"mixer_options must map a mixer name to a dict of build_attention options, got "
-                    f"{key!r}: {options!r}"
-                )
-        if layer_mixers is not None:
-            layer_mixers = mixer_names(layer_mixers, num_hidden_layers, "layer_mixers", unit="layer")
-        known = list_attentions()
-        for name, value in [("mixer", mixer), ("hybrid_mixer", hybrid_mixer)] + [
-            (f"mixer_options key {key!r}", key) for key in mixer_options
-        ]:
-            if value not in known:
-                raise ValueError(f"{name}={value!r} is not a registered mixer; known: {', '.join(known)}")
-        if not isinstance(rms_norm_eps, (int, float)) or rms_norm_eps <= 0:
-            raise ValueError(f"rms_norm_eps must be a positive number, got {rms_norm_eps!r}")
-        if not isinstance(initializer_range, (int, float)) or initializer_range <= 0:
-            raise ValueError(f"initializer_range must be a positive number, got {initializer_range!r}")
+        intermediate_size = _checked_sizes(
+            vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_position_embeddings
+        )
+        layer_mixers, mixer_options = _checked_mixers(
+            mixer, hybrid_every, hybrid_mixer, layer_mixers, mixer_options, num_hidden_layers
+        )
+        for name, value in (("rms_norm_eps", rms_norm_eps), ("initializer_range", initializer_range)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
 
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -154,7 +124,7 @@ class NaLaConfig(PretrainedConfig):
         self.hybrid_every = hybrid_every
         self.hybrid_mixer = hybrid_mixer
         self.layer_mixers = layer_mixers
-        self.mixer_options = {key: dict(options) for key, options in mixer_options.items()}
+        self.mixer_options = mixer_options
         self.max_position_embeddings = max_position_embeddings
         self.rms_norm_eps = float(rms_norm_eps)
         self.initializer_range = float(initializer_range)
@@ -194,6 +164,64 @@ class NaLaConfig(PretrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
         return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+
+
+def _checked_sizes(
+    vocab_size: int,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    intermediate_size: int | None,
+    max_position_embeddings: int,
+) -> int:
+    """Check the sizes; return the SwiGLU width (``intermediate_size``, or the default for ``hidden_size``)."""
+    for name, value in (
+        ("vocab_size", vocab_size),
+        ("hidden_size", hidden_size),
+        ("num_hidden_layers", num_hidden_layers),
+        ("num_attention_heads", num_attention_heads),
+        ("max_position_embeddings", max_position_embeddings),
+    ):
+        _check_positive_int(name, value)
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"num_attention_heads={num_attention_heads} must divide hidden_size={hidden_size} "
+            f"(head_dim = hidden_size / num_attention_heads)"
+        )
+    if intermediate_size is None:
+        intermediate_size = _swiglu_width(hidden_size)
+    _check_positive_int("intermediate_size", intermediate_size)
+    return intermediate_size
+
+
+def _checked_mixers(
+    mixer: str,
+    hybrid_every: int,
+    hybrid_mixer: str,
+    layer_mixers: list[str] | None,
+    mixer_options: dict[str, Any] | None,
+    num_hidden_layers: int,
+) -> tuple[list[str] | None, dict[str, dict[str, Any]]]:
+    """Check the mixer arguments; return ``layer_mixers`` resolved and a copy of ``mixer_options``."""
+    if not isinstance(hybrid_every, int) or hybrid_every < 0:
+        raise ValueError(f"hybrid_every must be an int >= 0 (0 = no hybrid layers), got {hybrid_every!r}")
+    if mixer_options is not None and not isinstance(mixer_options, dict):
+        raise TypeError(f"mixer_options must be a dict (mixer name -> options), got {type(mixer_options).__name__}")
+    mixer_options = dict(mixer_options or {})
+    for key, options in mixer_options.items():
+        if not isinstance(options, dict):
+            raise TypeError(
+                f"mixer_options must map a mixer name to a dict of build_attention options, got {key!r}: {options!r}"
+            )
+    if layer_mixers is not None:
+        layer_mixers = mixer_names(layer_mixers, num_hidden_layers, "layer_mixers", unit="layer")
+    known = list_attentions()
+    for name, value in [("mixer", mixer), ("hybrid_mixer", hybrid_mixer)] + [
+        (f"mixer_options key {key!r}", key) for key in mixer_options
+    ]:
+        if value not in known:
+            raise ValueError(f"{name}={value!r} is not a registered mixer; known: {', '.join(known)}")
+    return layer_mixers, {key: dict(options) for key, options in mixer_options.items()}
 
 
 def _check_positive_int(name: str, value: object) -> None:

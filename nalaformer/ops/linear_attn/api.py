@@ -149,18 +149,7 @@ def _run(
     want_state: bool,
 ) -> tuple[torch.Tensor, LinearAttentionState | None]:
     batch, seq_len, heads, features = phi_q.shape
-
-    def prepare(x: torch.Tensor, is_key: bool) -> torch.Tensor:
-        x = upcast(x)
-        if is_key and mask is not None:
-            x = torch.where(mask[:, :, None, None], x, torch.zeros((), device=x.device))
-        return x.transpose(1, 2)
-
-    q = prepare(phi_q, False)
-    k = prepare(phi_k, True)
-    qn = q if phi_q_num is None else prepare(phi_q_num, False)
-    kn = k if phi_k_num is None else prepare(phi_k_num, True)
-    values = prepare(v, True)
+    q, k, qn, kn, values = _head_major(phi_q, phi_k, phi_q_num, phi_k_num, v, mask)
     valid = torch.ones(batch, seq_len, device=q.device, dtype=q.dtype) if mask is None else mask.to(q.dtype)
     if state is not None:
         if not isinstance(state, LinearAttentionState):
@@ -173,29 +162,9 @@ def _run(
         start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device, q.dtype)
         o = q.new_zeros(batch, seq_len, heads, v.shape[-1])
         return o, LinearAttentionState(start.kv, start.k_sum, start.count + valid.sum(dim=1))
-    final = None
-    if not causal:
-        if mode == "naive":
-            o = naive_core(q, k, qn, kn, values, valid, None, False, eps)
-        else:
-            o = parallel_core(q, k, qn, kn, values, valid, eps)
-    else:
-        if mode == "auto":
-            mode = "recurrent" if seq_len == 1 else "chunk"
-        if mode == "recurrent":
-            start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device, q.dtype)
-            o, final = recurrent_core(q, k, qn, kn, values, valid, start, eps)
-        elif mode == "chunk":
-            o, kv_total, k_sum_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)
-            if want_state:
-                final = LinearAttentionState(kv_total, k_sum_total, valid.sum(dim=1))
-                if state is not None:
-                    final = LinearAttentionState(
-                        final.kv + state.kv, final.k_sum + state.k_sum, final.count + state.count
-                    )
-        else:
-            o = naive_core(q, k, qn, kn, values, valid, state, True, eps)
-            final = final_state(k, kn, values, valid, state) if want_state else None
+    if causal and mode == "auto":
+        mode = "recurrent" if seq_len == 1 else "chunk"
+    o, final = _core(q, k, qn, kn, values, valid, state, causal, eps, mode, chunk_size, want_state)
     o = o.transpose(1, 2)
     if mask is not None:
         o = torch.where(mask[:, :, None, None], o, torch.zeros((), device=o.device))
@@ -216,6 +185,65 @@ def _run(
             )
             o = torch.cat([start, o[:, bad:]], dim=1)
     return o, final
+
+
+def _head_major(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    phi_q_num: torch.Tensor | None,
+    phi_k_num: torch.Tensor | None,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, ...]:
+    """``(q, k, q_num, k_num, v)`` in fp32 and ``[B, H, T, X]``, padded keys and values zeroed; a missing numerator
+    feature is the denominator's."""
+
+    def prepare(x: torch.Tensor, is_key: bool) -> torch.Tensor:
+        x = upcast(x)
+        if is_key and mask is not None:
+            x = torch.where(mask[:, :, None, None], x, torch.zeros((), device=x.device))
+        return x.transpose(1, 2)
+
+    q = prepare(phi_q, False)
+    k = prepare(phi_k, True)
+    qn = q if phi_q_num is None else prepare(phi_q_num, False)
+    kn = k if phi_k_num is None else prepare(phi_k_num, True)
+    return q, k, qn, kn, prepare(v, True)
+
+
+def _core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    qn: torch.Tensor,
+    kn: torch.Tensor,
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    state: LinearAttentionState | None,
+    causal: bool,
+    eps: float,
+    mode: str,
+    chunk_size: int,
+    want_state: bool,
+) -> tuple[torch.Tensor, LinearAttentionState | None]:
+    """Run the form ``mode`` names (``"auto"`` already resolved for causal) on head-major tensors: ``o [B, H, T, Dv]``
+    and, for causal forms, the final state (the chunked and naive forms build it only when ``want_state``)."""
+    if not causal:
+        if mode == "naive":
+            return naive_core(q, k, qn, kn, values, valid, None, False, eps), None
+        return parallel_core(q, k, qn, kn, values, valid, eps), None
+    if mode == "recurrent":
+        start = state or LinearAttentionState.zeros(*q.shape[:2], q.shape[-1], values.shape[-1], q.device, q.dtype)
+        return recurrent_core(q, k, qn, kn, values, valid, start, eps)
+    if mode == "chunk":
+        o, kv_total, k_sum_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)
+        final = None
+        if want_state:
+            final = LinearAttentionState(kv_total, k_sum_total, valid.sum(dim=1))
+            if state is not None:
+                final = LinearAttentionState(final.kv + state.kv, final.k_sum + state.k_sum, final.count + state.count)
+        return o, final
+    o = naive_core(q, k, qn, kn, values, valid, state, True, eps)
+    return o, final_state(k, kn, values, valid, state) if want_state else None
 
 
 def first_nonfinite(*tensors: torch.Tensor) -> int | None:
