@@ -54,6 +54,17 @@ class MixerState:
         return total
 
 
+def check_form(what: str, causal: bool, layout: str, *, causal_ok: bool, noncausal_ok: bool, image_ok: bool) -> None:
+    """Raise a ValueError naming ``what`` (a mixer class or a registered name) when it is asked for a form it lacks:
+    causal, non-causal, or 2-D (``layout="2d"``)."""
+    if causal and not causal_ok:
+        raise ValueError(f"{what} cannot be causal; build it with causal=False")
+    if not causal and not noncausal_ok:
+        raise ValueError(f"{what} is causal only; build it with causal=True")
+    if layout == "2d" and not image_ok:
+        raise ValueError(f"{what} has no 2-D (image) form; build it with layout='1d'")
+
+
 class TokenMixer(nn.Module):
     """Base class of every token mixer (NaLa, softmax, linear baselines, delta rule).
 
@@ -81,12 +92,14 @@ class TokenMixer(nn.Module):
             raise ValueError(f"{name}: num_heads={num_heads} must divide dim={dim}")
         if layout not in ("1d", "2d"):
             raise ValueError(f"{name}: layout must be '1d' or '2d', got {layout!r}")
-        if causal and not self.supports_causal:
-            raise ValueError(f"{name} cannot be causal; build it with causal=False")
-        if not causal and not self.supports_noncausal:
-            raise ValueError(f"{name} is causal only; build it with causal=True")
-        if layout == "2d" and not self.supports_2d:
-            raise ValueError(f"{name} has no 2-D (image) form; build it with layout='1d'")
+        check_form(
+            name,
+            causal,
+            layout,
+            causal_ok=self.supports_causal,
+            noncausal_ok=self.supports_noncausal,
+            image_ok=self.supports_2d,
+        )
         if layout == "2d" and causal:
             raise ValueError(f"{name}: a 2-D (image) mixer cannot be causal; use causal=False with layout='2d'")
         self.dim = dim

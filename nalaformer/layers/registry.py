@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nalaformer.layers.base import TokenMixer
+from nalaformer.layers.base import TokenMixer, check_form
 from nalaformer.layers.feature_maps import (
     CosFormerFeatureMap,
     EluFeatureMap,
@@ -116,12 +116,9 @@ def build_attention(
             a ValueError naming them.
     """
     spec = attention_spec(name)
-    if causal and not spec.causal:
-        raise ValueError(f"attention {name!r} cannot be causal; use causal=False")
-    if not causal and not spec.noncausal:
-        raise ValueError(f"attention {name!r} is causal only; use causal=True")
-    if layout == "2d" and not spec.image:
-        raise ValueError(f"attention {name!r} has no 2-D (image) form; use layout='1d'")
+    check_form(
+        f"attention {name!r}", causal, layout, causal_ok=spec.causal, noncausal_ok=spec.noncausal, image_ok=spec.image
+    )
     return spec.builder(dim, num_heads, causal=causal, layout=layout, **options)
 
 

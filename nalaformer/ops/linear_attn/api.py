@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -99,39 +99,25 @@ def linear_attention(
     if cu_seqlens is not None and mask is not None:
         raise ValueError("pass either attention_mask or cu_seqlens, not both")
 
+    form = _Form(causal, eps, mode, chunk_size, output_final_state)
     with fp32_region(phi_q.device):
         if cu_seqlens is not None:
-            o, state = _run_packed(
-                phi_q,
-                phi_k,
-                phi_q_num,
-                phi_k_num,
-                v,
-                cu_seqlens,
-                initial_state,
-                causal,
-                eps,
-                mode,
-                chunk_size,
-                output_final_state,
-            )
+            o, state = _run_packed(phi_q, phi_k, phi_q_num, phi_k_num, v, cu_seqlens, initial_state, form)
         else:
-            o, state = _run(
-                phi_q,
-                phi_k,
-                phi_q_num,
-                phi_k_num,
-                v,
-                mask,
-                initial_state,
-                causal,
-                eps,
-                mode,
-                chunk_size,
-                output_final_state,
-            )
+            o, state = _run(phi_q, phi_k, phi_q_num, phi_k_num, v, mask, initial_state, form)
     o = o.to(v.dtype)
     return (o, state) if output_final_state else o
+
+
+@dataclass(frozen=True)
+class _Form:
+    """Which form runs and what it returns: the ``linear_attention`` arguments every internal step passes on."""
+
+    causal: bool
+    eps: float
+    mode: str
+    chunk_size: int
+    want_state: bool
 
 
 def _run(
@@ -142,11 +128,7 @@ def _run(
     v: torch.Tensor,
     mask: torch.Tensor | None,
     state: LinearAttentionState | None,
-    causal: bool,
-    eps: float,
-    mode: str,
-    chunk_size: int,
-    want_state: bool,
+    form: _Form,
 ) -> tuple[torch.Tensor, LinearAttentionState | None]:
     batch, seq_len, heads, features = phi_q.shape
     q, k, qn, kn, values = _head_major(phi_q, phi_k, phi_q_num, phi_k_num, v, mask)
@@ -157,32 +139,25 @@ def _run(
         state.validate(batch, heads, features, v.shape[-1])
         state = state.to(q.dtype)
 
-    if causal and 0 in (batch, heads, features, v.shape[-1]):
+    if form.causal and 0 in (batch, heads, features, v.shape[-1]):
         # nothing to attend over: an empty output, and the state (of no size, or unchanged but for the count)
         start = state or LinearAttentionState.zeros(batch, heads, features, v.shape[-1], q.device, q.dtype)
         o = q.new_zeros(batch, seq_len, heads, v.shape[-1])
         return o, LinearAttentionState(start.kv, start.k_sum, start.count + valid.sum(dim=1))
-    if causal and mode == "auto":
-        mode = "recurrent" if seq_len == 1 else "chunk"
-    o, final = _core(q, k, qn, kn, values, valid, state, causal, eps, mode, chunk_size, want_state)
+    if form.causal and form.mode == "auto":
+        form = replace(form, mode="recurrent" if seq_len == 1 else "chunk")
+    o, final = _core(q, k, qn, kn, values, valid, state, form)
     o = o.transpose(1, 2)
     if mask is not None:
         o = torch.where(mask[:, :, None, None], o, torch.zeros((), device=o.device))
     # (the containment branches on tensor values, so torch.compile / torch.export graphs go without it)
-    if causal and mode != "recurrent" and not torch.compiler.is_compiling() and not bool(o.isfinite().all()):
+    if form.causal and form.mode != "recurrent" and not torch.compiler.is_compiling() and not bool(o.isfinite().all()):
         # a NaN or infinity at token t reaches earlier positions through the chunked and quadratic forms' matmuls
         # (0 * NaN = NaN); recompute the outputs before t without it, so that a bad token never changes them
         bad = first_nonfinite(k, kn, values)
         if bad:
-            start, _ = _run(
-                *(None if x is None else x[:, :bad] for x in (phi_q, phi_k, phi_q_num, phi_k_num, v, mask)),
-                state,
-                causal,
-                eps,
-                mode,
-                chunk_size,
-                False,
-            )
+            before = (None if x is None else x[:, :bad] for x in (phi_q, phi_k, phi_q_num, phi_k_num, v, mask))
+            start, _ = _run(*before, state, replace(form, want_state=False))
             o = torch.cat([start, o[:, bad:]], dim=1)
     return o, final
 
@@ -219,31 +194,25 @@ def _core(
     values: torch.Tensor,
     valid: torch.Tensor,
     state: LinearAttentionState | None,
-    causal: bool,
-    eps: float,
-    mode: str,
-    chunk_size: int,
-    want_state: bool,
+    form: _Form,
 ) -> tuple[torch.Tensor, LinearAttentionState | None]:
-    """Run the form ``mode`` names (``"auto"`` already resolved for causal) on head-major tensors: ``o [B, H, T, Dv]``
-    and, for causal forms, the final state (the chunked and naive forms build it only when ``want_state``)."""
-    if not causal:
-        if mode == "naive":
+    """Run the form ``form.mode`` names (``"auto"`` already resolved for causal) on head-major tensors:
+    ``o [B, H, T, Dv]`` and, for causal forms, the final state (the chunked and naive forms build it only when
+    ``form.want_state``)."""
+    eps = form.eps
+    if not form.causal:
+        if form.mode == "naive":
             return naive_core(q, k, qn, kn, values, valid, None, False, eps), None
         return parallel_core(q, k, qn, kn, values, valid, eps), None
-    if mode == "recurrent":
+    if form.mode == "recurrent":
         start = state or LinearAttentionState.zeros(*q.shape[:2], q.shape[-1], values.shape[-1], q.device, q.dtype)
         return recurrent_core(q, k, qn, kn, values, valid, start, eps)
-    if mode == "chunk":
-        o, kv_total, k_sum_total = chunk_core(q, k, qn, kn, values, valid, state, eps, chunk_size)
-        final = None
-        if want_state:
-            final = LinearAttentionState(kv_total, k_sum_total, valid.sum(dim=1))
-            if state is not None:
-                final = LinearAttentionState(final.kv + state.kv, final.k_sum + state.k_sum, final.count + state.count)
+    if form.mode == "chunk":
+        o, kv_total, k_sum_total = chunk_core(q, k, qn, kn, values, valid, state, eps, form.chunk_size)
+        final = LinearAttentionState(kv_total, k_sum_total, valid.sum(dim=1)).plus(state) if form.want_state else None
         return o, final
     o = naive_core(q, k, qn, kn, values, valid, state, True, eps)
-    return o, final_state(k, kn, values, valid, state) if want_state else None
+    return o, final_state(k, kn, values, valid, state) if form.want_state else None
 
 
 def first_nonfinite(*tensors: torch.Tensor) -> int | None:
@@ -294,23 +263,10 @@ def _run_packed(
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,
     state: LinearAttentionState | None,
-    causal: bool,
-    eps: float,
-    mode: str,
-    chunk_size: int,
-    want_state: bool,
+    form: _Form,
 ) -> tuple[torch.Tensor, LinearAttentionState | None]:
     """Unpack ``[1, total, ...]`` into a right-padded ``[N, max_len, ...]`` batch, run it masked, pack it back."""
     packing = Packing.of(cu_seqlens, phi_q.device)
     tensors = (phi_q, phi_k, phi_q_num, phi_k_num, v)
-    o, final = _run(
-        *(packing.unpack(x) for x in tensors),
-        packing.mask,
-        state,
-        causal,
-        eps,
-        mode,
-        chunk_size,
-        want_state,
-    )
+    o, final = _run(*(packing.unpack(x) for x in tensors), packing.mask, state, form)
     return packing.pack(o), final

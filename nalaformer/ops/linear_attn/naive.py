@@ -36,10 +36,7 @@ def final_state(
     if kv is None:
         kv = torch.einsum("bhtf,bhtd->bhfd", kn, v)
     k_sum = k.sum(dim=2)
-    count = valid.sum(dim=1)
-    if state is not None:
-        kv, k_sum, count = kv + state.kv, k_sum + state.k_sum, count + state.count
-    return LinearAttentionState(kv, k_sum, count)
+    return LinearAttentionState(kv, k_sum, valid.sum(dim=1)).plus(state)
 
 
 def naive_core(

@@ -57,3 +57,9 @@ class LinearAttentionState:
     def to(self, dtype: torch.dtype) -> LinearAttentionState:
         """The state with every field cast to ``dtype``."""
         return LinearAttentionState(self.kv.to(dtype), self.k_sum.to(dtype), self.count.to(dtype))
+
+    def plus(self, other: LinearAttentionState | None) -> LinearAttentionState:
+        """The sums of both states (the keys of ``other`` followed by this state's); ``self`` when ``other`` is None."""
+        if other is None:
+            return self
+        return LinearAttentionState(self.kv + other.kv, self.k_sum + other.k_sum, self.count + other.count)
