@@ -16,6 +16,7 @@ from nalaformer.layers import (
 )
 from nalaformer.ops import nala_attention, rope_angles_1d, rope_angles_2d
 from tests.assertions import assert_close
+from tests.sequences import decode_in_steps, padding_mask
 
 DIM, HEADS = 32, 2
 NAMES = list_attentions()
@@ -66,15 +67,10 @@ def test_step_by_step_decoding_equals_full_forward(name):
     mixer = build_attention(name, DIM, HEADS, causal=True)
     x = tokens(seq_len=13)
     full = mixer(x)
-    # prefill 5 tokens, then one token at a time
-    out, state = mixer(x[:, :5], use_cache=True)
-    outputs = [out]
-    for t in range(5, 13):
-        out, state = mixer(x[:, t : t + 1], state=state, use_cache=True)
-        outputs.append(out)
+    stepped, state = decode_in_steps(mixer, x, prefill=5)
     assert isinstance(state, MixerState)
     assert torch.equal(state.position, torch.full((2,), 13))
-    assert_close("decode", full, torch.cat(outputs, dim=1))
+    assert_close("decode", full, stepped)
 
 
 @pytest.mark.parametrize("name", causal_names())
@@ -84,12 +80,7 @@ def test_padded_batch_equals_unpadded(name, side):
     mixer = build_attention(name, DIM, HEADS, causal=True)
     lengths, total = [6, 10], 10
     x = tokens(seq_len=total)
-    mask = torch.zeros(2, total, dtype=torch.bool)
-    for row, length in enumerate(lengths):
-        if side == "left":
-            mask[row, total - length :] = True
-        else:
-            mask[row, :length] = True
+    mask = padding_mask(lengths, total, side)
     y = mixer(x, attention_mask=mask)
     for row in range(2):
         keep = mask[row]

@@ -8,6 +8,7 @@ import torch
 from nalaformer.layers import NaLaAttention, NaLaAttention2d
 from nalaformer.layers.linear import LinearAttention
 from tests.assertions import assert_close
+from tests.sequences import decode_in_steps
 
 DIM, HEADS = 32, 2
 
@@ -65,19 +66,11 @@ def test_decoding_with_the_fast_step_equals_the_generic_route(monkeypatch):
     layer = NaLaAttention(DIM, HEADS, causal=True).double()
     x = torch.randn(2, 12, DIM, dtype=torch.float64)
 
-    def decode(module):
-        y, state = module(x[:, :5], use_cache=True)
-        outputs = [y]
-        for t in range(5, 12):
-            y, state = module(x[:, t : t + 1], state=state, use_cache=True)
-            outputs.append(y)
-        return torch.cat(outputs, dim=1), state
-
     with torch.no_grad():
-        fast, fast_state = decode(layer)
+        fast, fast_state = decode_in_steps(layer, x, prefill=5)
         with monkeypatch.context() as patch:
             patch.setattr(layer, "attend", generic(layer))
-            ref, ref_state = decode(layer)
+            ref, ref_state = decode_in_steps(layer, x, prefill=5)
     assert_close("y", ref, fast, ratio=1e-10, atol=1e-12)
     for name in ("kv", "k_sum", "count"):
         assert_close(name, getattr(ref_state.attention[0], name), getattr(fast_state.attention[0], name), ratio=1e-10)

@@ -10,6 +10,7 @@ import torch
 from nalaformer.layers import NaLaAttention, NaLaFeatureMap, build_attention
 from nalaformer.ops import nala_attention, nala_query_map, rope_angles_1d
 from tests.assertions import assert_close
+from tests.sequences import decode_in_steps
 
 
 def queries(shape=(2, 9, 3, 16), scale=3.0, seed=0, dtype=torch.float64):
@@ -110,12 +111,7 @@ def test_decoding_equals_full_forward(temperature):
     mixer = build_attention("nala", 32, 2, causal=True, temperature=temperature).eval()
     x = torch.randn(2, 13, 32)
     full = mixer(x)
-    out, state = mixer(x[:, :1], use_cache=True)
-    outputs = [out]
-    for t in range(1, 13):
-        out, state = mixer(x[:, t : t + 1], state=state, use_cache=True)
-        outputs.append(out)
-    assert_close("decode", full, torch.cat(outputs, dim=1))
+    assert_close("decode", full, decode_in_steps(mixer, x, prefill=1)[0])
 
 
 def test_running_temperature_moves_with_training_steps_only():

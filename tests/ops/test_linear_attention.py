@@ -7,6 +7,7 @@ import torch
 
 from nalaformer.ops import LinearAttentionState, nala_attention, rope_angles_1d
 from tests.assertions import assert_close
+from tests.sequences import padding_mask
 
 SHAPES = [
     pytest.param(2, 1, 2, 16, id="B2-T1-H2-D16"),
@@ -177,12 +178,7 @@ def test_varlen_packed_equals_separate_calls(causal):
 def test_padded_batch_equals_unpadded(causal, side):
     lengths, total, dim = [9, 20], 20, 16
     q, k, v = make_inputs(2, total, 2, dim, requires_grad=False)
-    mask = torch.zeros(2, total, dtype=torch.bool)
-    for row, length in enumerate(lengths):
-        if side == "left":
-            mask[row, total - length :] = True
-        else:
-            mask[row, :length] = True
+    mask = padding_mask(lengths, total, side)
     # garbage in padded slots must not leak into the result
     garbage = torch.full_like(q, 1e4)
     q, k, v = (torch.where(mask[:, :, None, None], x, garbage) for x in (q, k, v))
