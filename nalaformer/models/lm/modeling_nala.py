@@ -262,20 +262,7 @@ class NaLaModel(NaLaPreTrainedModel):
             self.config.output_hidden_states if output_hidden_states is None else bool(output_hidden_states)
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        if use_cache is None:
-            use_cache = self.config.use_cache and not self.training
-        use_cache = bool(use_cache) or cache is not None
-        if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            # a recomputed layer would write its state twice; as transformers' models do, training drops the cache
-            if cache is not None:
-                raise ValueError(
-                    "a cache cannot be carried through gradient checkpointing in training mode; pass cache=None, or "
-                    "call model.eval() / model.gradient_checkpointing_disable()"
-                )
-            warnings.warn(
-                "use_cache=True is incompatible with gradient checkpointing; using use_cache=False", stacklevel=2
-            )
-            use_cache = False
+        use_cache = self._resolve_use_cache(use_cache, cache)
 
         hidden_states = self._embed(input_ids, inputs_embeds)
         batch, seq_len = hidden_states.shape[:2]
@@ -313,6 +300,26 @@ class NaLaModel(NaLaPreTrainedModel):
             **{CACHE_FIELD: cache if use_cache else None},
         )
         return output if return_dict else output.to_tuple()
+
+    def _resolve_use_cache(self, use_cache: bool | None, cache: NaLaCache | None) -> bool:
+        """Whether this call returns a cache: ``use_cache``, by default ``config.use_cache`` in eval mode; always
+        when a cache is passed; never while gradient checkpointing trains."""
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        use_cache = bool(use_cache) or cache is not None
+        if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # a recomputed layer would write its state twice; as transformers' models do, training drops the cache
+            if cache is not None:
+                raise ValueError(
+                    "a cache cannot be carried through gradient checkpointing in training mode; pass cache=None, or "
+                    "call model.eval() / model.gradient_checkpointing_disable()"
+                )
+            # stacklevel 3: the caller of forward, as when the warning was raised in forward itself
+            warnings.warn(
+                "use_cache=True is incompatible with gradient checkpointing; using use_cache=False", stacklevel=3
+            )
+            use_cache = False
+        return use_cache
 
     def _embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):
