@@ -131,7 +131,7 @@ def _run(
     form: _Form,
 ) -> tuple[torch.Tensor, LinearAttentionState | None]:
     batch, seq_len, heads, features = phi_q.shape
-    q, k, qn, kn, values = _head_major(phi_q, phi_k, phi_q_num, phi_k_num, v, mask)
+    q, k, qn, kn, values = _head_major((phi_q, phi_k, phi_q_num, phi_k_num, v), mask)
     valid = torch.ones(batch, seq_len, device=q.device, dtype=q.dtype) if mask is None else mask.to(q.dtype)
     if state is not None:
         if not isinstance(state, LinearAttentionState):
@@ -162,16 +162,10 @@ def _run(
     return o, final
 
 
-def _head_major(
-    phi_q: torch.Tensor,
-    phi_k: torch.Tensor,
-    phi_q_num: torch.Tensor | None,
-    phi_k_num: torch.Tensor | None,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-) -> tuple[torch.Tensor, ...]:
-    """``(q, k, q_num, k_num, v)`` in fp32 and ``[B, H, T, X]``, padded keys and values zeroed; a missing numerator
-    feature is the denominator's."""
+def _head_major(inputs: tuple[torch.Tensor | None, ...], mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``inputs = (phi_q, phi_k, phi_q_num, phi_k_num, v)`` in fp32 and ``[B, H, T, X]``, padded keys and values
+    zeroed; a missing numerator feature is the denominator's."""
+    phi_q, phi_k, phi_q_num, phi_k_num, v = inputs
 
     def prepare(x: torch.Tensor, is_key: bool) -> torch.Tensor:
         x = upcast(x)
