@@ -65,14 +65,13 @@ class StudyPlan:
         return runs
 
 
-# NaLa with a norm temperature, trained beside NaLa and its constant-power ablation on every task
-# (nalaformer.layers.NaLaFeatureMap explains the options): the running temperature, which keeps the exponent out of
-# saturation by construction, in every mode; the learned one, which training can drive back into saturation, in full
-NORM_VARIANTS = ("nala_running_t",)
-NORM_VARIANTS_FULL = ("nala_running_t", "nala_learned_t")
+# NaLa with a norm temperature, trained beside NaLa and its constant-power ablation on every task and in every mode
+# but tiny (nalaformer.layers.NaLaFeatureMap explains the options): the running temperature, which keeps the exponent
+# out of saturation by construction, and the learned one, which training can drive back into saturation
+NORM_VARIANTS = ("nala_running_t", "nala_learned_t")
 
 _IMAGE_QUICK = ("softmax", "elu", "relu", *ABLATION_PATH, *NORM_VARIANTS, "nala_cosine")
-_IMAGE_FULL = ("softmax", "elu", "relu", *ABLATION_PATH, *NORM_VARIANTS_FULL, "nala_cosine")
+_IMAGE_FULL = ("softmax", "elu", "relu", *ABLATION_PATH, *NORM_VARIANTS, "nala_cosine")
 _IMAGE_FULL = (*_IMAGE_FULL, "flatten", "polaformer", "cosformer")
 _CAUSAL_QUICK = ("softmax", "elu", "sign_split_power", "nala", *NORM_VARIANTS, "deltanet", "nala_deltanet")
 _CAUSAL_FULL = (
@@ -80,7 +79,7 @@ _CAUSAL_FULL = (
     "elu",
     "relu",
     *ABLATION_PATH,
-    *NORM_VARIANTS_FULL,
+    *NORM_VARIANTS,
     "deltanet",
     "nala_deltanet",
     "gated_deltanet",

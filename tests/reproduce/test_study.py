@@ -126,3 +126,11 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "study.json").write_text(json.dumps({"mode": "quick"}))
     with pytest.raises(ValueError, match="holds a 'quick' study"):
         run_study(tmp_path, "tiny", sections=("spikiness",))
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_every_task_trains_the_norm_temperature_variants_beside_nala_and_its_ablation(mode):
+    plan = study_plan(mode)
+    for task in plan.tasks:
+        assert {"nala", "sign_split_power", "nala_learned_t", "nala_running_t"} <= set(task.mixers), task.name
+    assert len(plan.seeds) == (3 if mode == "full" else 1)

@@ -1,0 +1,107 @@
+"""Tables of the norm-temperature sweep: mean ± std over seeds per task and mixer, and the verdicts.
+
+    python benchmarks/norm_temperature/summarise.py FILE.jsonl [FILE.jsonl ...]
+
+Reads the lines written by ``sweep.py`` / ``measure.py`` (one per trained model) and prints markdown: per task the
+metric, the saturated share, the spread of p and the entropy-norm correlation r of each mixer, then each NaLa
+variant against ``nala``. A difference is called only when the two means differ by more than the larger of the two
+seed standard deviations (the study's rule, ``nalaformer.reproduce.results.compare``), with at least two seeds each.
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+HIGHER = {"image": True, "mqar": True, "lm": False}
+MIXERS = ("softmax", "sign_split_power", "nala", "nala_learned_t", "nala_running_t")
+VARIANTS = ("nala_learned_t", "nala_running_t", "sign_split_power")
+
+
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def cell(s, digits=3):
+    if s is None:
+        return "–"
+    mean, std, n = s
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f} (1 seed)"
+
+
+def call(a, b, higher=True):
+    """'better' / 'worse' / 'within noise' for a against b (or 'same direction' counts for r)."""
+    if a is None or b is None or min(a[2], b[2]) < 2:
+        return "no noise estimate"
+    gain = (a[0] - b[0]) * (1 if higher else -1)
+    if abs(gain) <= max(a[1], b[1]):
+        return f"within noise ({gain:+.3f}, noise {max(a[1], b[1]):.3f})"
+    return f"{'better' if gain > 0 else 'worse'} ({gain:+.3f}, noise {max(a[1], b[1]):.3f})"
+
+
+def toward(a, b, softmax):
+    """Whether r of a is closer to softmax's mean r than r of b, beyond the larger seed std of a and b."""
+    if a is None or b is None or softmax is None or min(a[2], b[2]) < 2:
+        return "no noise estimate"
+    target = softmax["norm_pearson_entropy_q_norm"][0]
+    gain = abs(b[0] - target) - abs(a[0] - target)
+    noise = max(a[1], b[1])
+    if abs(gain) <= noise:
+        return f"within noise (closer by {gain:+.3f}, noise {noise:.3f})"
+    return f"{'toward' if gain > 0 else 'away from'} softmax (closer by {gain:+.3f}, noise {noise:.3f})"
+
+
+def main(paths):
+    runs = defaultdict(dict)
+    for path in paths:
+        with open(path) as lines:
+            for line in lines:
+                r = json.loads(line)
+                if "error" not in r:
+                    runs[(r["task"], r["mixer"])][r["seed"]] = r  # a later file's run of the same seed wins
+    tasks = sorted({t for t, _ in runs}, key=["image", "mqar", "lm"].index)
+    print("| task | mixer | seeds | metric | saturated | mean p | std p | r(H, ‖q‖) |")
+    print("|---|---|---|---|---|---|---|---|")
+    table = {}
+    for task in tasks:
+        for mixer in MIXERS:
+            rs = runs.get((task, mixer), {})
+            if not rs:
+                continue
+            row = {
+                k: stats([r.get(k) for r in rs.values()])
+                for k in (
+                    "metric",
+                    "norm_saturated_fraction",
+                    "norm_exponent_mean",
+                    "norm_exponent_std",
+                    "norm_pearson_entropy_q_norm",
+                )
+            }
+            table[task, mixer] = row
+            print(
+                f"| {task} | {mixer} | {','.join(map(str, sorted(rs)))} | "
+                + " | ".join(cell(row[k]) for k in row)
+                + " |"
+            )
+    print()
+    print("| task | variant vs nala | metric | r(H, ‖q‖) against softmax's | r of softmax |")
+    print("|---|---|---|---|---|")
+    for task in tasks:
+        nala = table.get((task, "nala"))
+        soft = table.get((task, "softmax"))
+        for mixer in VARIANTS:
+            row = table.get((task, mixer))
+            if row is None or nala is None:
+                continue
+            r_call = toward(row["norm_pearson_entropy_q_norm"], nala["norm_pearson_entropy_q_norm"], soft)
+            soft_r = cell(soft["norm_pearson_entropy_q_norm"]) if soft else "–"
+            metric_call = call(row["metric"], nala["metric"], HIGHER[task])
+            print(f"| {task} | {mixer} | {metric_call} | {r_call} | {soft_r} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
