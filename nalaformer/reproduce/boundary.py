@@ -20,7 +20,7 @@ from typing import Any
 from nalaformer.reporting import read_json
 from nalaformer.reproduce.study import BOUNDARY_SECTIONS
 
-BOUNDARY_MODES = ("tiny", "quick", "reduced", "full")
+BOUNDARY_MODES = ("tiny", "quick", "reduced", "map", "full")
 
 
 def run_boundary_sections(
@@ -58,14 +58,24 @@ def write_boundary_report(out_dir: str | Path, mode: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=BOUNDARY_MODES, default="quick")
-    parser.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    parser.add_argument("--out", help="output folder (resumed if it exists); required unless --estimate")
     parser.add_argument("--sections", default=",".join(BOUNDARY_SECTIONS), help="recall, long-range")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--estimate", action="store_true", help="print the cell count and the estimated CPU time, and run nothing"
+    )
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     unknown = set(sections) - set(BOUNDARY_SECTIONS)
     if unknown:
         raise ValueError(f"--sections: unknown {sorted(unknown)}; choose from {BOUNDARY_SECTIONS}")
+    if args.estimate:
+        from nalaformer.reproduce.boundary_budget import boundary_estimate, estimate_lines
+
+        print("\n".join(estimate_lines(boundary_estimate(args.mode, sections, workers=max(1, args.workers)))))
+        return 0
+    if not args.out:
+        parser.error("--out is required (unless --estimate)")
     start = time.perf_counter()
     run_boundary_sections(args.out, args.mode, sections, workers=args.workers, progress=True)
     print(f"report: {write_boundary_report(args.out, args.mode)} ({time.perf_counter() - start:.0f} s)")

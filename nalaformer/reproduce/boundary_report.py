@@ -20,6 +20,16 @@ def _pm(entry: dict[str, Any]) -> str:
     return f"{text} (n={entry['n']})"
 
 
+def _seeds_text(plan: dict[str, Any], subset_key: str, noun: str) -> str:
+    """``"seeds [0, 1, 2]"``, or with a seed subset ``"seeds [0, 1, 2] for width 64, seed 0 alone elsewhere"``."""
+    seeds = list(plan["seeds"])
+    subset = plan.get(subset_key)
+    if not subset or len(seeds) < 2:
+        return f"seeds {seeds}"
+    names = ", ".join(str(x) for x in subset)
+    return f"seeds {seeds} for {noun} {names}, seed {seeds[0]} alone for the other {noun}s"
+
+
 def _settings(grid: dict[str, Any]) -> list[tuple[int, int]]:
     return sorted({(r["seq_len"], r["pairs"]) for r in grid["rows"]})
 
@@ -189,7 +199,8 @@ def recall_lines(grid: dict[str, Any], figures: dict[str, str | None]) -> list[s
     plan = grid["plan"]
     lines = [
         f"MQAR, {plan['layers']} layers, {plan['heads']} heads, vocabulary {plan['vocab']}; {plan['steps']} steps, "
-        f"batch {plan['batch_size']}, lr {plan['lr']}; seeds {list(plan['seeds'])}; accuracy per query on "
+        f"batch {plan['batch_size']}, lr {plan['lr']}; {_seeds_text(plan, 'seed_widths', 'width')}; accuracy per "
+        "query on "
         f"{plan['val_examples']} validation sequences. A setting counts as solved at mean accuracy >= "
         f"{grid['threshold']}.",
         "",
@@ -229,7 +240,7 @@ def long_range_lines(long_range: dict[str, Any], figures: dict[str, str | None])
     lines = [
         f"One recipe for every task and mixer: width {plan['width']}, {plan['layers']} layer(s), {plan['heads']} "
         f"heads, mean-pooled states and a linear head; {plan['steps']} steps, batch {plan['batch_size']}, lr "
-        f"{plan['lr']}; seeds {list(plan['seeds'])}. Time per training step (median, one thread, shared machine) and "
+        f"{plan['lr']}; {_seeds_text(plan, 'seeded_mixers', 'mixer')}. Time per training step (median, one thread) and "
         "the peak memory one training step adds (resident set).",
         "",
     ]

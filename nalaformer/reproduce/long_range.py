@@ -20,6 +20,7 @@ from nalaformer.reproduce.small_training import Cell, run_cells
 LONG_RANGE_MIXERS = (
     "softmax",
     "nala",
+    "nala_running_t",
     "nala_learned_t",
     "sign_split_power",
     "elu",
@@ -47,7 +48,8 @@ class LongRangeTask:
 
 @dataclass(frozen=True)
 class LongRangePlan:
-    """The tasks, the mixers and seeds, and the one recipe every run shares."""
+    """The tasks, the mixers and seeds, and the one recipe every run shares. With ``seeded_mixers`` set, only those
+    mixers get the seeds after the first (the others run with the first seed alone)."""
 
     tasks: tuple[LongRangeTask, ...]
     mixers: tuple[str, ...]
@@ -58,17 +60,30 @@ class LongRangePlan:
     steps: int
     batch_size: int
     lr: float
+    seeded_mixers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.seeded_mixers is not None and not set(self.seeded_mixers) <= set(self.mixers):
+            raise ValueError(f"LongRangePlan.seeded_mixers={self.seeded_mixers} must be among mixers={self.mixers}")
+
+    def runs(self, seed: int) -> tuple[str, ...]:
+        """The mixers that run with ``seed``."""
+        if seed == self.seeds[0] or self.seeded_mixers is None:
+            return self.mixers
+        return tuple(m for m in self.mixers if m in self.seeded_mixers)
 
 
 def long_range_plan(mode: str) -> LongRangePlan:
-    """The plan of ``mode``: ``"tiny"`` (tests), ``"quick"`` (a slice at short lengths), ``"reduced"`` (the pass
-    committed under ``benchmarks/boundary-reduced``: LRA lengths except ListOps at 128-512 tokens, three mixers, 60
-    steps, one seed) or ``"full"`` (not run yet; LRA lengths: ListOps 500-2,000 tokens, Pathfinder 32x32 = 1,024,
-    pixels 784; 7 mixers x 3 tasks x 3 seeds = 63 runs of 400 steps, one layer of width 32).
+    """The plan of ``mode``: ``"tiny"`` (tests), ``"quick"`` (a slice at short lengths), ``"reduced"`` (the first
+    pass, committed under ``benchmarks/boundary-reduced``: LRA lengths except ListOps at 128-512 tokens, three mixers,
+    60 steps, one seed: every mixer stayed at chance), ``"map"`` (the measured pass committed under
+    ``benchmarks/boundary-map``: pixel-level Fashion-MNIST, 784 tokens, the seven key mixers with seed 0 and softmax,
+    NaLa and ELU with seeds 1 and 2 too, 300 steps) or ``"full"`` (not run yet).
 
-    Full mode's size was set from the reduced pass's seconds per step, taken as ratios to the MQAR steps timed in the
-    same conditions and scaled to the study's quiet-machine MQAR cost and to the full lengths: about 140 CPU-s per run,
-    8,900 CPU-s in all, about 75 min on 2 workers (an estimate from a loaded machine, not a measurement).
+    Full mode runs the map's recipe (width 32, one layer, 300 steps of batch 16, lr 3e-3) on the three tasks at LRA
+    lengths: ListOps 500-2,000 tokens (padded to 2,000), Pathfinder 32x32 = 1,024, pixels 784; all 8 mixers with seed
+    0 and softmax, NaLa, ELU with seeds 1, 2: 42 runs. Its estimate comes from measured step times
+    (``nalaformer.reproduce.boundary_budget``, ``python -m nalaformer.reproduce.boundary --mode full --estimate``).
     """
     if mode == "tiny":
         tasks = (
@@ -90,14 +105,21 @@ def long_range_plan(mode: str) -> LongRangePlan:
             LongRangeTask("pixels", 1000, 500, {"prefer": "fashion-mnist"}),
         )
         return LongRangePlan(tasks, ("softmax", "nala", "gated_deltanet"), (0,), 32, 1, 2, 60, 16, 3e-3)
+    if mode == "map":
+        from nalaformer.reproduce.recall_grid import KEY_MIXERS
+
+        tasks = (LongRangeTask("pixels", 8000, 1000, {"prefer": "fashion-mnist"}),)
+        seeded = ("softmax", "nala", "elu")
+        return LongRangePlan(tasks, KEY_MIXERS, (0, 1, 2), 32, 1, 2, 300, 16, 3e-3, seeded_mixers=seeded)
     if mode == "full":
         tasks = (
             LongRangeTask("listops", 8000, 500, {"min_length": 500, "max_length": 2000}),
             LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}),
             LongRangeTask("pixels", 8000, 1000, {"prefer": "fashion-mnist"}),
         )
-        return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 1, 2, 400, 16, 2e-3)
-    raise ValueError(f"long_range_plan: mode must be tiny, quick, reduced or full, got {mode!r}")
+        seeded = ("softmax", "nala", "elu")
+        return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 1, 2, 300, 16, 3e-3, seeded_mixers=seeded)
+    raise ValueError(f"long_range_plan: mode must be tiny, quick, reduced, map or full, got {mode!r}")
 
 
 def _generate(task: LongRangeTask) -> dict[str, Any]:
@@ -167,7 +189,7 @@ def long_range_cells(plan: LongRangePlan, prepared: dict[str, tuple[Path, dict[s
         )
         for seed in plan.seeds
         for task in plan.tasks
-        for mixer in plan.mixers
+        for mixer in plan.runs(seed)
     ]
 
 

@@ -19,6 +19,7 @@ SOLVED = 0.9  # the accuracy at which a setting counts as solved (the frontier's
 RECALL_MIXERS = (
     "softmax",
     "nala",
+    "nala_running_t",
     "nala_learned_t",
     "sign_split_power",
     "elu",
@@ -27,6 +28,17 @@ RECALL_MIXERS = (
     "deltanet",
     "gated_deltanet",
     "nala_deltanet",
+    "nala_gated_deltanet",
+)
+# the mixers every seed of the map covers: softmax, NaLa and its norm-aware variant, its fixed-exponent ablation, the
+# simplest linear baseline and the two gated delta rules
+KEY_MIXERS = (
+    "softmax",
+    "nala",
+    "nala_running_t",
+    "sign_split_power",
+    "elu",
+    "gated_deltanet",
     "nala_gated_deltanet",
 )
 
@@ -38,7 +50,8 @@ class RecallGridPlan:
     Attributes:
         settings: ``(sequence length, key-value pairs)`` pairs.
         widths: model widths (2 layers, ``heads`` heads).
-        mixers, seeds: every mixer at every cell, with every seed.
+        mixers, seeds: every mixer at every cell, with every seed (but see ``seed_widths``).
+        seed_widths, seed_mixers: when set, the seeds after the first run only at these widths and mixers.
         steps, batch_size, lr: the recipe (the same for every cell).
         vocab: MQAR vocabulary (keys in its lower half, values in its upper half).
         train_examples, val_examples: sequences per cell (training: drawn per seed; validation: shared).
@@ -56,9 +69,26 @@ class RecallGridPlan:
     val_examples: int
     layers: int = 2
     heads: int = 2
+    seed_widths: tuple[int, ...] | None = None
+    seed_mixers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed_widths is not None and not set(self.seed_widths) <= set(self.widths):
+            raise ValueError(f"RecallGridPlan.seed_widths={self.seed_widths} must be among widths={self.widths}")
+        if self.seed_mixers is not None and not set(self.seed_mixers) <= set(self.mixers):
+            raise ValueError(f"RecallGridPlan.seed_mixers={self.seed_mixers} must be among mixers={self.mixers}")
+
+    def _seeded(self, seed: int, width: int, mixer: str) -> bool:
+        if seed == self.seeds[0]:
+            return True
+        return (self.seed_widths is None or width in self.seed_widths) and (
+            self.seed_mixers is None or mixer in self.seed_mixers
+        )
 
     def cells(self) -> list[Cell]:
-        """Every cell, seeds outermost (a partial run covers the whole grid with the first seed)."""
+        """Every cell, seeds outermost (a partial run covers the whole grid with the first seed). With
+        ``seed_widths`` / ``seed_mixers`` set, only those widths (the ones near the frontier) and mixers get the seeds
+        after the first: the first seed over the whole grid is the coarse pass that locates the frontier."""
         return [
             Cell(
                 "mqar",
@@ -82,6 +112,7 @@ class RecallGridPlan:
             for seq_len, pairs in self.settings
             for width in self.widths
             for mixer in self.mixers
+            if self._seeded(seed, width, mixer)
         ]
 
 
@@ -89,13 +120,17 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     """The grid of ``mode``.
 
     ``"tiny"`` (tests, seconds) and ``"quick"`` (a slice: one setting, two widths, softmax and NaLa, 40 steps) show
-    the section's outputs. ``"reduced"`` is the pass committed under ``benchmarks/boundary-reduced``: T = 32 with 4
-    pairs, widths 16 and 64, four mixers, one seed, 600 steps. ``"full"`` (not run yet) is sized for about one hour of
-    the boundary sections' 3-hour budget on 2 cores: 2 settings x 2 widths x 11 mixers x 3 seeds = 132 cells of 1,000
-    steps. The estimate comes from the study's MQAR runs on a quiet 2-core machine (600 steps at width 64, T = 32,
-    batch 64: 18-65 CPU-seconds): about 70 CPU-s per cell at width 64 and 40 at width 32, 7,300 CPU-s in all, 61 min
-    on 2 workers. The reduced pass showed why 1,000 steps and not 600: at 600 steps softmax solves T = 32 / 4 pairs at
-    width 64 while the linear mixers are still learning, so the line would mix capacity with speed of learning.
+    the section's outputs. ``"reduced"`` is the first pass, committed under ``benchmarks/boundary-reduced``: T = 32
+    with 4 pairs, widths 16 and 64, four mixers, one seed, 600 steps. ``"map"`` is the measured map committed under
+    ``benchmarks/boundary-map``: the same setting and recipe, widths 32 (coarse pass, seed 0) and 64 (near the
+    frontier: seeds 0, 1, 2), the seven :data:`KEY_MIXERS`; 28 cells, about 27 CPU-minutes.
+
+    ``"full"`` (not run yet) sizes the grid for the boundary sections' 3-hour budget on 2 cores, from the step times
+    measured at these shapes (``nalaformer.reproduce.boundary_budget``; ``python -m nalaformer.reproduce.boundary
+    --mode full --estimate`` prints it): 3 settings (T = 32 with 4 and 8 pairs: the pairs axis; T = 64 with 8 pairs:
+    the length axis) x widths 32, 64 x all 12 mixers with seed 0 (72 cells), and seeds 1, 2 for the seven key mixers
+    at width 64 (42 cells): 114 cells of 800 steps, 28-251 CPU-s each, about 3.1 CPU-hours, 93 min on 2 workers.
+    Not every mixer at every seed and not 1,000 steps: that grid (216 cells) alone would take about 4 hours.
     """
     if mode == "tiny":
         return RecallGridPlan(((16, 2),), (16,), ("softmax", "nala"), (0,), 2, 8, 3e-3, 16, 32, 16)
@@ -104,10 +139,17 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     if mode == "reduced":
         mixers = ("softmax", "nala", "elu", "gated_deltanet")
         return RecallGridPlan(((32, 4),), (16, 64), mixers, (0,), 600, 64, 3e-3, 32, 38_400, 256)
+    if mode == "map":
+        return RecallGridPlan(
+            ((32, 4),), (32, 64), KEY_MIXERS, (0, 1, 2), 600, 64, 3e-3, 32, 38_400, 256, seed_widths=(64,)
+        )
     if mode == "full":
-        settings = ((32, 4), (32, 8))
-        return RecallGridPlan(settings, (32, 64), RECALL_MIXERS, (0, 1, 2), 1000, 64, 3e-3, 32, 64_000, 512)
-    raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced or full, got {mode!r}")
+        settings = ((32, 4), (32, 8), (64, 8))
+        return RecallGridPlan(
+            settings, (32, 64), RECALL_MIXERS, (0, 1, 2), 800, 64, 3e-3, 32, 51_200, 256,
+            seed_widths=(64,), seed_mixers=KEY_MIXERS,
+        )  # fmt: skip
+    raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced, map or full, got {mode!r}")
 
 
 def summarise_grid(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nalaformer.reproduce.boundary_report import boundary_lines, recall_best_rows
@@ -73,9 +75,56 @@ def test_one_tiny_cell_trains_and_reports_its_state():
         recall_grid_plan("huge")
 
 
-@pytest.mark.parametrize("mode", ["tiny", "quick", "reduced", "full"])
+def test_seed_subsets_keep_the_first_seed_everywhere_and_the_later_seeds_where_asked():
+    from nalaformer.reproduce.long_range import LongRangePlan, LongRangeTask, long_range_cells
+    from nalaformer.reproduce.recall_grid import RecallGridPlan
+
+    grid = RecallGridPlan(((32, 4),), (16, 64), ("softmax", "nala"), (0, 1, 2), 1, 8, 1e-3, 32, 8, 8, seed_widths=(64,))
+    names = {c.name for c in grid.cells()}
+    assert len(names) == 2 * 2 + 2 * 2  # seed 0 at both widths; seeds 1 and 2 at width 64 only
+    assert "mqar-T32-P4-nala-w16-seed0" in names and "mqar-T32-P4-nala-w64-seed2" in names
+    assert not any(n.endswith("w16-seed1") or n.endswith("w16-seed2") for n in names)
+    with pytest.raises(ValueError, match="seed_widths"):
+        RecallGridPlan(((32, 4),), (16,), ("nala",), (0,), 1, 8, 1e-3, 32, 8, 8, seed_widths=(64,))
+    task = LongRangeTask("listops", 8, 8)
+    plan = LongRangePlan((task,), ("softmax", "nala", "elu"), (0, 1), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("nala",))
+    cells = long_range_cells(plan, {"listops": (Path("x.pt"), {"seq_len": 16})})
+    assert [(c.mixer, c.seed) for c in cells] == [("softmax", 0), ("nala", 0), ("elu", 0), ("nala", 1)]
+    with pytest.raises(ValueError, match="seeded_mixers"):
+        LongRangePlan((task,), ("nala",), (0,), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("relu",))
+
+
+def test_the_norm_aware_variants_are_in_the_full_grid():
+    assert {"nala_running_t", "nala_learned_t"} <= set(recall_grid_plan("full").mixers)
+    assert "nala_running_t" in long_range_plan("full").mixers and "nala_running_t" in recall_grid_plan("map").mixers
+
+
+@pytest.mark.parametrize("mode", ["tiny", "quick", "reduced", "map", "full"])
 def test_every_planned_mixer_is_a_registered_causal_mixer(mode):
     from nalaformer.layers import attention_spec
 
     for mixer in (*recall_grid_plan(mode).mixers, *long_range_plan(mode).mixers):
         assert attention_spec(mixer).causal, mixer
+
+
+def test_full_mode_is_sized_within_three_hours_on_two_cores():
+    from nalaformer.reproduce.boundary_budget import boundary_estimate
+
+    full = boundary_estimate("full", workers=2)
+    assert full["cells"] == len(recall_grid_plan("full").cells()) + full["sections"]["long-range"]["cells"]
+    assert full["wall_seconds"] <= 3 * 3600, full["wall_seconds"] / 3600
+    assert boundary_estimate("quick")["cpu_seconds"] < boundary_estimate("map")["cpu_seconds"] < full["cpu_seconds"]
+
+
+def test_step_cost_uses_the_measured_entry_else_the_dearest_linear_mixer_scaled_by_tokens():
+    from nalaformer.reproduce.boundary_budget import STEP_SECONDS, cell_seconds, step_seconds
+
+    measured = STEP_SECONDS[("mqar", 32, 64, 64)]
+    assert step_seconds("mqar", 32, 64, 64, "nala") == measured["nala"]
+    dearest = max(v for m, v in measured.items() if m != "softmax")
+    assert step_seconds("mqar", 32, 64, 64, "some_new_mixer") == dearest
+    assert step_seconds("mqar", 32, 64, 32, "nala") == pytest.approx(measured["nala"] / 2)
+    cell = Cell("mqar", "nala", 64, 2, 2, 100, 64, 1e-3, 0, {"seq_len": 32, "val_examples": 192})
+    assert cell_seconds(cell) == pytest.approx(measured["nala"] * (100 + 1))
+    with pytest.raises(ValueError, match="no measured step"):
+        step_seconds("imagenet", 32, 64, 64, "nala")
