@@ -24,9 +24,16 @@ BOUNDARY_MODES = ("tiny", "quick", "reduced", "map", "full")
 
 
 def run_boundary_sections(
-    out_dir: str | Path, mode: str, sections: tuple[str, ...], *, workers: int = 1, progress: bool = False
+    out_dir: str | Path,
+    mode: str,
+    sections: tuple[str, ...],
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    train: bool = True,
 ) -> dict[str, Any]:
-    """Run the listed boundary sections of ``mode`` into ``out_dir``; returns ``{"recall_grid", "long_range"}``."""
+    """Run the listed boundary sections of ``mode`` into ``out_dir``; returns ``{"recall_grid", "long_range"}``
+    (with ``train=False`` only the cells already trained are summarised)."""
     from nalaformer.reproduce.long_range import long_range_section
     from nalaformer.reproduce.recall_grid import recall_section
 
@@ -35,9 +42,9 @@ def run_boundary_sections(
     out_dir = Path(out_dir)
     results: dict[str, Any] = {"recall_grid": None, "long_range": None}
     if "recall" in sections:
-        results["recall_grid"] = recall_section(out_dir, mode, workers=workers, progress=progress)
+        results["recall_grid"] = recall_section(out_dir, mode, workers=workers, progress=progress, train=train)
     if "long-range" in sections:
-        results["long_range"] = long_range_section(out_dir, mode, workers=workers, progress=progress)
+        results["long_range"] = long_range_section(out_dir, mode, workers=workers, progress=progress, train=train)
     return results
 
 
@@ -64,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--estimate", action="store_true", help="print the cell count and the estimated CPU time, and run nothing"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: summarise the cells already in --out (the report lists the cells not run)",
+    )
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     unknown = set(sections) - set(BOUNDARY_SECTIONS)
@@ -77,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         parser.error("--out is required (unless --estimate)")
     start = time.perf_counter()
-    run_boundary_sections(args.out, args.mode, sections, workers=args.workers, progress=True)
+    run_boundary_sections(
+        args.out, args.mode, sections, workers=args.workers, progress=True, train=not args.report_only
+    )
     print(f"report: {write_boundary_report(args.out, args.mode)} ({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -281,6 +281,14 @@ def boundary_lines(
         lines += [f"{level}# Recall-difficulty grid (MQAR)", "", *recall_lines(grid, figures)]
     if long_range:
         lines += [f"{level}# Long-range tasks", "", *long_range_lines(long_range, figures)]
+    not_run = [*(grid or {}).get("not_run", []), *(long_range or {}).get("not_run", [])]
+    if not_run:
+        lines += [
+            f"Planned cells not run ({len(not_run)}; the tables above hold only the cells that ran):",
+            "",
+            *(f"- {name}" for name in not_run),
+            "",
+        ]
     failures = [*(grid or {}).get("failures", []), *(long_range or {}).get("failures", [])]
     if failures:
         lines += ["Runs that failed:", "", *(f"- {f['name']}: {f['error']}" for f in failures), ""]

@@ -222,18 +222,23 @@ def summarise_long_range(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"tasks": summary, "best": best}
 
 
-def long_range_section(out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False) -> dict[str, Any]:
-    """Prepare the data, train the missing runs into ``results/long_range/``, write ``results/long_range.json``."""
+def long_range_section(
+    out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False, train: bool = True
+) -> dict[str, Any]:
+    """Prepare the data, train the missing runs into ``results/long_range/``, write ``results/long_range.json``
+    (with ``train=False``: summarise the runs already trained, and list the others as ``not_run``)."""
     from nalaformer.reproduce.small_training import write_summary
 
     plan = long_range_plan(mode)
     prepared = {task.name: prepare_task(out_dir, task) for task in plan.tasks}
     cells = long_range_cells(plan, prepared)
     folder = Path(out_dir) / "results" / "long_range"
-    records = run_cells(cells, folder, workers=workers, memory=True, progress=progress)
+    records = run_cells(cells, folder, workers=workers, memory=True, progress=progress, train=train)
+    done = {r["name"] for r in records}
     result = {
         "mode": mode,
         "plan": asdict(plan),
+        "not_run": [c.name for c in cells if c.name not in done],
         **summarise_long_range(records),
         "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
     }

@@ -198,17 +198,24 @@ def summarise_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "frontier": frontier, "threshold": SOLVED}
 
 
-def recall_section(out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False) -> dict[str, Any]:
-    """Train the grid's missing cells into ``results/recall/`` and write ``results/recall_grid.json``."""
+def recall_section(
+    out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False, train: bool = True
+) -> dict[str, Any]:
+    """Train the grid's missing cells into ``results/recall/`` and write ``results/recall_grid.json`` (with
+    ``train=False``: summarise the cells already trained, and list the others as ``not_run``)."""
     from dataclasses import asdict
 
     from nalaformer.reproduce.small_training import write_summary
 
     plan = recall_grid_plan(mode)
-    records = run_cells(plan.cells(), Path(out_dir) / "results" / "recall", workers=workers, progress=progress)
+    cells = plan.cells()
+    folder = Path(out_dir) / "results" / "recall"
+    records = run_cells(cells, folder, workers=workers, progress=progress, train=train)
+    done = {r["name"] for r in records}
     result = {
         "mode": mode,
         "plan": asdict(plan),
+        "not_run": [c.name for c in cells if c.name not in done],
         **summarise_grid(records),
         "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
     }

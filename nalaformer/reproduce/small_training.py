@@ -270,11 +270,18 @@ def _cell_entry(cell: Cell, path: str, memory: bool) -> dict[str, Any]:
 
 
 def run_cells(
-    cells: list[Cell], folder: Path, *, workers: int, memory: bool = False, progress: bool = False
+    cells: list[Cell],
+    folder: Path,
+    *,
+    workers: int,
+    memory: bool = False,
+    progress: bool = False,
+    train: bool = True,
 ) -> list[dict[str, Any]]:
     """Every cell's record, training those without ``folder/<cell.name>.json`` yet, ``workers`` at a time (one
     thread each, spawned processes; with ``workers <= 1`` one after the other in this process). Returns the records
-    in the order of ``cells``; failed cells carry ``error``."""
+    in the order of ``cells``; failed cells carry ``error``. With ``train=False`` nothing is trained and only the
+    cells that already have a record are returned (a report of a partial run)."""
     import concurrent.futures
     import multiprocessing
     import os
@@ -291,6 +298,8 @@ def run_cells(
             pending.append(cell)
         else:
             records[cell.name] = record
+    if not train:
+        return [records[cell.name] for cell in cells if cell.name in records]
     if pending and workers <= 1:
         # in this process (tests, tiny runs): no start-up cost; the memory figure may miss freed heap memory reused.
         # One thread, as in the workers: small models gain nothing from more, and on a busy machine torch's pool spins

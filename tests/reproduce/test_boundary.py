@@ -128,3 +128,18 @@ def test_step_cost_uses_the_measured_entry_else_the_dearest_linear_mixer_scaled_
     assert cell_seconds(cell) == pytest.approx(measured["nala"] * (100 + 1))
     with pytest.raises(ValueError, match="no measured step"):
         step_seconds("imagenet", 32, 64, 64, "nala")
+
+
+def test_report_only_summarises_the_cells_that_ran_and_lists_the_others(tmp_path):
+    from nalaformer.reproduce.boundary import run_boundary_sections, write_boundary_report
+    from nalaformer.reproduce.small_training import run_cells
+
+    cells = recall_grid_plan("tiny").cells()
+    empty = run_boundary_sections(tmp_path, "tiny", ("recall",), train=False)["recall_grid"]
+    assert empty["rows"] == [] and empty["not_run"] == [c.name for c in cells]
+    assert not (tmp_path / "results" / "recall" / f"{cells[0].name}.json").exists()
+    run_cells(cells[:1], tmp_path / "results" / "recall", workers=1)
+    partial = run_boundary_sections(tmp_path, "tiny", ("recall",), train=False)["recall_grid"]
+    assert [r["mixer"] for r in partial["rows"]] == [cells[0].mixer] and partial["not_run"] == [cells[1].name]
+    text = write_boundary_report(tmp_path, "tiny").read_text()
+    assert "Planned cells not run (1;" in text and f"- {cells[1].name}" in text
