@@ -82,8 +82,11 @@ def long_range_plan(mode: str) -> LongRangePlan:
 
     Full mode runs the map's recipe (width 32, one layer, 300 steps of batch 16, lr 3e-3) on the three tasks at LRA
     lengths: ListOps 500-2,000 tokens (padded to 2,000), Pathfinder 32x32 = 1,024, pixels 784; all 8 mixers with seed
-    0 and softmax, NaLa, ELU with seeds 1, 2: 42 runs. Its estimate comes from measured step times
-    (``nalaformer.reproduce.boundary_budget``, ``python -m nalaformer.reproduce.boundary --mode full --estimate``).
+    0 and softmax, NaLa, ELU with seeds 1, 2: 42 runs of 53-239 CPU-s, 99 CPU-minutes, about 50 min on 2 workers,
+    estimated from measured step times (``nalaformer.reproduce.boundary_budget``; ``python -m
+    nalaformer.reproduce.boundary --mode full --estimate``). With the recall grid's 93 min, full mode of both
+    sections comes to about 2.4 hours on 2 quiet cores, inside the 3-hour budget. Every seed of every mixer on every
+    task (72 runs) would not fit beside the grid.
     """
     if mode == "tiny":
         tasks = (

@@ -123,7 +123,8 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     the section's outputs. ``"reduced"`` is the first pass, committed under ``benchmarks/boundary-reduced``: T = 32
     with 4 pairs, widths 16 and 64, four mixers, one seed, 600 steps. ``"map"`` is the measured map committed under
     ``benchmarks/boundary-map``: the same setting and recipe, widths 32 (coarse pass, seed 0) and 64 (near the
-    frontier: seeds 0, 1, 2), the seven :data:`KEY_MIXERS`; 28 cells, about 27 CPU-minutes.
+    frontier: seeds 0, 1, 2), the seven :data:`KEY_MIXERS`; 28 cells, about 27 CPU-minutes. Width 64 comes first
+    in each seed, so a pass cut short has the cells near the frontier.
 
     ``"full"`` (not run yet) sizes the grid for the boundary sections' 3-hour budget on 2 cores, from the step times
     measured at these shapes (``nalaformer.reproduce.boundary_budget``; ``python -m nalaformer.reproduce.boundary
@@ -141,7 +142,7 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
         return RecallGridPlan(((32, 4),), (16, 64), mixers, (0,), 600, 64, 3e-3, 32, 38_400, 256)
     if mode == "map":
         return RecallGridPlan(
-            ((32, 4),), (32, 64), KEY_MIXERS, (0, 1, 2), 600, 64, 3e-3, 32, 38_400, 256, seed_widths=(64,)
+            ((32, 4),), (64, 32), KEY_MIXERS, (0, 1, 2), 600, 64, 3e-3, 32, 38_400, 256, seed_widths=(64,)
         )
     if mode == "full":
         settings = ((32, 4), (32, 8), (64, 8))
