@@ -131,7 +131,7 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     --mode full --estimate`` prints it): 3 settings (T = 32 with 4 and 8 pairs: the pairs axis; T = 64 with 8 pairs:
     the length axis) x widths 32, 64 x all 12 mixers with seed 0 (72 cells), and seeds 1, 2 for the seven key mixers
     at width 64 (42 cells): 114 cells of 800 steps, 28-251 CPU-s each, about 3.1 CPU-hours, 93 min on 2 workers.
-    Not every mixer at every seed and not 1,000 steps: that grid (216 cells) alone would take about 4 hours.
+    Not every mixer at every seed: that grid (216 cells) alone would take 5.4 CPU-hours, 2.7 h on 2 workers.
     """
     if mode == "tiny":
         return RecallGridPlan(((16, 2),), (16,), ("softmax", "nala"), (0,), 2, 8, 3e-3, 16, 32, 16)
