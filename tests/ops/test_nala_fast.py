@@ -255,3 +255,11 @@ def test_mixed_precision_inputs_are_rejected_by_name():
         nala_attention(q, k, k.double())
     with pytest.raises(TypeError, match=r"v has dtype torch.float32"):
         linear_attention(q.abs(), q.abs(), k)
+
+
+@pytest.mark.parametrize("chunk_size", [24, 48, 64])
+def test_causal_rope_denominator_in_pieces_of_other_lengths_than_the_chunks(chunk_size, blocks):
+    # with RoPE the denominator's running sums go in pieces of 16 tokens when 16 divides the chunk size (48, 64),
+    # else in whole chunks (24); 150 tokens leave a partial chunk and a partial piece
+    inputs, kwargs = make_case(2, 150, 2, 8, 6, rope="batched", mask=True, state=True)
+    assert_matches_reference(inputs, dict(kwargs, causal=True, chunk_size=chunk_size))

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from nalaformer.ops import nala_attention, nala_key_map, nala_query_map
+from nalaformer.ops import nala_attention, nala_key_map, nala_query_map, rope_angles_1d
+from nalaformer.ops.nala import common
 
 
 def qkv(seq_len=16, dim=8, seed=0):
@@ -56,6 +57,35 @@ def test_keys_whose_cube_overflows_fp32_raise_instead_of_nan(causal):
         nala_attention(q, 1e13 * k, v, causal=causal, inhibit="cosine")
     # queries of any size are fine (the map reads q / ||q|| and tanh(||q||)); so are large but safe keys
     assert torch.isfinite(nala_attention(1e13 * q, 1e11 * k, v, causal=causal)).all()
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["one-block", "blocks"])
+@pytest.mark.parametrize("rope", [False, True], ids=["no-rope", "rope"])
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_huge_keys_raise_on_every_fast_route(causal, rope, blocks, monkeypatch):
+    # the fast path checks the key range only when the features' sums overflow: one huge key among ordinary ones,
+    # with RoPE, and in a sequence cut into blocks (the sums carried from block to block) still raises
+    if blocks:
+        monkeypatch.setattr(common, "SINGLE_BLOCK_ELEMENTS", 0)
+        monkeypatch.setattr(common, "BLOCK_ELEMENTS", 1)
+        monkeypatch.setattr(common, "MIN_BLOCK_ELEMENTS", 1)
+    q, k, v = qkv(seq_len=200)
+    k[0, 100, 1] = 1e13 * k[0, 100, 1].sign()
+    table = rope_angles_1d(200, 8) if rope else None
+    with pytest.raises(ValueError, match=r"k: largest \|k\| = .* overflows torch.float32"):
+        nala_attention(q, k, v, causal=causal, rope=table, chunk_size=16)
+
+
+def test_huge_key_raises_in_a_decoding_step():
+    q, k, v = qkv(seq_len=8)
+    _, state = nala_attention(q, k, v, causal=True, output_final_state=True)
+    step = (x[:, :1].clone() for x in (q, k, v))
+    q1, k1, v1 = step
+    with pytest.raises(ValueError, match=r"k: largest \|k\|"):
+        nala_attention(q1, 1e13 * k1, v1, causal=True, initial_state=state, output_final_state=True)
+    # an ordinary step goes through
+    o, _ = nala_attention(q1, k1, v1, causal=True, initial_state=state, output_final_state=True)
+    assert torch.isfinite(o).all()
 
 
 @pytest.mark.parametrize("dim", [2, 4, 16])

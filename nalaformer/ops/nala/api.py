@@ -115,7 +115,6 @@ def nala_attention(
             feature_eps=feature_eps,
             **options,
         )
-    check_key_range(k, lam, upcast(k).dtype)  # the reference forms check in nala_key_map
     batch, seq_len, heads, dim = q.shape
     mask = check_attention_mask(attention_mask, batch, seq_len)
     cu_seqlens = check_cu_seqlens(cu_seqlens, batch, seq_len)
@@ -166,10 +165,14 @@ def _causal(
     tensors = (q, k, v) if state is None else (q, k, v, kv0, z0)
     if seq_len == 1 and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
         o, kv, k_sum, count = nala_step(q, k, v, kv0, z0, count0, table, valid, query, key, eps)
+        if not torch.compiler.is_compiling() and not bool(k_sum.isfinite().all()):
+            check_key_range(k, key.lam, q.dtype)
         return o, LinearAttentionState(kv, k_sum, count)
     o, kv, k_sum = NaLaCausal.apply(q, k, v, kv0, z0, count0, table, valid, query, key, eps, chunk_size)
     # the containment below branches on tensor values: torch.compile / torch.export graphs go without it
     if not torch.compiler.is_compiling() and not (bool(kv.isfinite().all()) and bool(k_sum.isfinite().all())):
+        # keys so large that their features' sums overflow: every output would be NaN, say so instead
+        check_key_range(k, key.lam, q.dtype)
         # a NaN or infinity at token t reaches every chunk through the chunked form's matmuls (0 * NaN = NaN);
         # recompute the outputs before t without it, so that a bad token never changes earlier outputs
         bad = first_nonfinite_key(k, v, key, table, valid)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from nalaformer.ops.higher_order import reference_vjp
-from nalaformer.ops.linear_attn.chunk import chunk_sums_backward, chunk_sums_forward, chunked
+from nalaformer.ops.linear_attn.chunk import chunk_sums_backward, chunk_sums_forward, chunked, exclusive_scan
 from nalaformer.ops.linear_attn.naive import nonzero
 from nalaformer.ops.nala.common import NaLaMap, causal_block_length, reference_rotate, rotate, token_blocks
 from nalaformer.ops.nala.noncausal import gradient_of_ratio, key_block, query_block, reference_nala
@@ -31,26 +31,41 @@ def _unchunked(x: torch.Tensor, batch: int, heads: int, length: int) -> torch.Te
     return x.reshape(batch, heads, -1, x.shape[-1])[:, :, :length]
 
 
+# Tokens per piece of the denominator's running sums with RoPE (a divisor of the chunk size when possible): a piece
+# of C tokens costs a C x C x F triangular matmul, so pieces shorter than the numerator's chunks cost less; the
+# pieces' totals are then scanned across the block.
+DEN_PIECE = 16
+
+
+def den_piece(chunk_size: int) -> int:
+    """Tokens per piece of :func:`running_den_forward`: :data:`DEN_PIECE` when it divides ``chunk_size`` (the block's
+    pieces are then views of its chunks), else ``chunk_size``."""
+    return DEN_PIECE if chunk_size % DEN_PIECE == 0 else chunk_size
+
+
+def lower_ones(size: int, like: torch.Tensor) -> torch.Tensor:
+    """``[size, size]`` lower-triangular ones (diagonal included) in ``like``'s dtype and device."""
+    return torch.ones(size, size, dtype=like.dtype, device=like.device).tril_()
+
+
 def running_den_forward(
     a_c: torch.Tensor, b_c: torch.Tensor, start: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``den_t = a_t · (z_0 + Σ_{s <= t} b_s)`` for chunked ``a_c, b_c [R, N, C, F]`` and ``start = z_0 [R, F]``.
+    """``den_t = a_t · (z_0 + Σ_{s <= t} b_s)`` for ``a_c, b_c [R, N, C, F]`` cut into pieces of ``C`` tokens and
+    ``start = z_0 [R, F]``.
 
-    Returns ``(den [R, N, C], total Σ_s b_s [R, F], before [R, N, F])`` (``before``: the sums before each chunk,
-    start included). Running sums inside each chunk (``cumsum``), a row-wise dot, and the sums before the chunk
-    through a ``[1, F] x [F, C]`` product: a few passes over the block, where the chunked matmul form would spend a
-    ``C x C x F`` score product on a single column (the denominator has its own features once RoPE rotates the
-    numerator's).
+    Returns ``(den [R, N, C], total Σ_s b_s [R, F], before [R, N, F])`` (``before``: the sums before each piece,
+    start included). The running sums inside each piece are one lower-triangular ``[C, C]`` matmul (``cumsum`` over
+    the tokens is a strided scalar loop on CPU), then a row-wise dot; the sums before the piece (a scan of the
+    pieces' totals) enter through a ``[1, F] x [F, C]`` product. The chunked matmul form would spend a score product
+    and its masking on a single column (the denominator has its own features once RoPE rotates the numerator's).
     """
-    running = b_c.cumsum(dim=2)
-    # exclusive running sum over chunks by shifting the inclusive one (a subtraction would let a NaN of a chunk reach
-    # its own earlier positions)
-    running_totals = running[:, :, -1].cumsum(dim=1)
-    before = torch.cat([torch.zeros_like(running_totals[:, :1]), running_totals[:, :-1]], dim=1)
-    before.add_(start.unsqueeze(1))
+    running = torch.matmul(lower_ones(a_c.shape[2], a_c), b_c)
+    totals = running[:, :, -1]
+    before = exclusive_scan(totals).add_(start.unsqueeze(1))
     # a row times the features' transpose: matrix-vector products as [F, 1] matmuls are slow on CPU
     den = (before.unsqueeze(-2) @ a_c.transpose(-1, -2)).squeeze(-2).add_(torch.linalg.vecdot(a_c, running))
-    return den, running_totals[:, -1], before
+    return den, totals.sum(dim=1), before
 
 
 def running_den_backward(
@@ -58,15 +73,16 @@ def running_den_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients ``(d a_c, d b_c, d start)`` of :func:`running_den_forward` from ``grad_den [R, N, C]`` and
     ``grad_total [R, F]``; ``d start`` counts the outputs only (the caller adds the state's pass-through)."""
-    running = b_c.cumsum(dim=2).add_(before.unsqueeze(2))
+    lower = lower_ones(a_c.shape[2], a_c)
+    running = torch.matmul(lower, b_c).add_(before.unsqueeze(2))
     grad_a = running.mul_(grad_den.unsqueeze(-1))
-    # b_s reaches every running sum from s to the end of the block, and the total
-    grad_running = a_c * grad_den.unsqueeze(-1)
-    inclusive = grad_running.cumsum(dim=2)
-    per_chunk = inclusive[:, :, -1]
-    later = per_chunk.sum(dim=1, keepdim=True) - per_chunk.cumsum(dim=1) + grad_total.unsqueeze(1)
-    grad_b = grad_running.sub_(inclusive).add_((per_chunk + later).unsqueeze(2))
-    return grad_a, grad_b, per_chunk.sum(dim=1)
+    # b_s reaches every running sum from s to the end of its piece (an upper-triangular matmul), every later piece
+    # and the total
+    suffix = torch.matmul(lower.mT, a_c * grad_den.unsqueeze(-1))
+    per_piece = suffix[:, :, 0]
+    later = exclusive_scan(per_piece, reverse=True).add_(grad_total.unsqueeze(1))
+    grad_start = per_piece.sum(dim=1)
+    return grad_a, suffix.add_(later.unsqueeze(2)), grad_start
 
 
 def running_counts(valid: torch.Tensor | None, count0: torch.Tensor | None, batch: int, seq_len: int, like):
@@ -76,6 +92,125 @@ def running_counts(valid: torch.Tensor | None, count0: torch.Tensor | None, batc
     else:
         counts = valid.to(like.dtype).cumsum(dim=1)
     return counts if count0 is None else counts + count0.to(like.dtype)[:, None]
+
+
+def _forward_block(
+    inputs: tuple[torch.Tensor, ...], state: torch.Tensor, rope: bool, chunk_size: int, shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """One block started from ``state = [S | z]`` (``[B*H, F, Dv + 1]``): ``(num [B, H, t, Dv], den [B, H, t]``
+    (before ``eps n``), ``total`` (the block's ``[S | z]`` sums), what backward needs``)``."""
+    _, _, query_features, query_rotated, _, _, key_features, key_rotated, values = inputs
+    value_dim = state.shape[-1] - 1
+    if not rope:
+        # the ones column of the values carries the denominator through the numerator's matmuls
+        out, total, before, scores = chunk_sums_forward(
+            chunked(query_features, chunk_size), chunked(key_features, chunk_size), chunked(values, chunk_size), state
+        )
+        out = _unchunked(out, *shape)
+        return out[..., :value_dim], out[..., value_dim], total, [before, scores]
+    out, kv_total, before, scores = chunk_sums_forward(
+        chunked(query_rotated, chunk_size),
+        chunked(key_rotated, chunk_size),
+        chunked(values, chunk_size),
+        state[..., :value_dim],
+    )
+    piece = den_piece(chunk_size)
+    den, z_total, z_before = running_den_forward(
+        chunked(query_features, piece), chunked(key_features, piece), state[..., value_dim]
+    )
+    total = torch.cat([kv_total, z_total.unsqueeze(-1)], dim=-1)
+    return _unchunked(out, *shape), _unchunked(den.unsqueeze(-1), *shape)[..., 0], total, [before, scores, z_before]
+
+
+def _plain_block_gradients(
+    inputs: tuple[torch.Tensor, ...],
+    saved: list[torch.Tensor],
+    grad: torch.Tensor,
+    grad_state: torch.Tensor,
+    chunk_size: int,
+    shape: tuple[int, int, int],
+) -> tuple[torch.Tensor, ...]:
+    """Backward of a block without RoPE from ``grad = [do / den | d den]`` (``[B, H, t, Dv + 1]``) and the gradient
+    of the state after the block: ``(d phi_q, d phi_k, d [v, 1], d start state)``."""
+    _, _, query_features, _, _, _, key_features, _, values = inputs
+    grad_a, grad_b, grad_c, grad_start = chunk_sums_backward(
+        chunked(query_features, chunk_size),
+        chunked(key_features, chunk_size),
+        chunked(values, chunk_size),
+        *saved,
+        chunked(grad, chunk_size),
+        grad_state,
+    )
+    return (*(_unchunked(x, *shape) for x in (grad_a, grad_b, grad_c)), grad_start)
+
+
+def _rope_block_gradients(
+    inputs: tuple[torch.Tensor, ...],
+    saved: list[torch.Tensor],
+    grad: torch.Tensor,
+    grad_den: torch.Tensor,
+    grad_state: torch.Tensor,
+    table: torch.Tensor,
+    chunk_size: int,
+    shape: tuple[int, int, int],
+) -> tuple[torch.Tensor, ...]:
+    """Backward of a block with RoPE (``table``: the block's rows) from ``do / den`` and ``d den``: the numerator's
+    chunked form and the denominator's running sums, ``(d phi_q, d phi_k, d v, d start state)``."""
+    _, _, query_features, query_rotated, _, _, key_features, key_rotated, values = inputs
+    before, scores, z_before = saved
+    value_dim = values.shape[-1]
+    grad_a, grad_b, grad_c, grad_kv_start = chunk_sums_backward(
+        chunked(query_rotated, chunk_size),
+        chunked(key_rotated, chunk_size),
+        chunked(values, chunk_size),
+        before,
+        scores,
+        chunked(grad, chunk_size),
+        grad_state[..., :value_dim],
+    )
+    piece = den_piece(chunk_size)
+    grad_query_den, grad_key_den, grad_z_start = running_den_backward(
+        chunked(query_features, piece),
+        chunked(key_features, piece),
+        z_before,
+        chunked(grad_den.unsqueeze(-1), piece)[..., 0],
+        grad_state[..., value_dim],
+    )
+    grad_start = torch.cat([grad_kv_start, grad_z_start.unsqueeze(-1)], dim=-1)
+    # the numerator saw rotated features: rotate its gradients back, then add the denominator's
+    grad_query_features = rotate(_unchunked(grad_a, *shape).contiguous(), table, True)
+    grad_query_features += _unchunked(grad_query_den, *shape)
+    grad_key_features = rotate(_unchunked(grad_b, *shape).contiguous(), table, True)
+    grad_key_features += _unchunked(grad_key_den, *shape)
+    return grad_query_features, grad_key_features, _unchunked(grad_c, *shape), grad_start
+
+
+def _write_input_gradients(
+    inputs: tuple[torch.Tensor, ...],
+    grad_query_features: torch.Tensor,
+    grad_key_features: torch.Tensor,
+    grad_values: torch.Tensor,
+    valid: torch.Tensor | None,
+    block: slice,
+    query: NaLaMap,
+    key: NaLaMap,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> None:
+    """Through the feature maps to ``q, k`` (padded keys and values get none) into ``out = (dq, dk, dv)[:, block]``."""
+    queries, query_aux, query_features, _, keys, key_aux, key_features, _, _ = inputs
+    if valid is not None:
+        padding = ~valid[:, None, block, None]
+        grad_key_features = grad_key_features.masked_fill(padding, 0.0)
+        grad_values = grad_values.masked_fill(padding, 0.0)
+    for grad, result in zip(
+        (
+            query.backward(queries, query_aux, query_features, grad_query_features),
+            key.backward(keys, key_aux, key_features, grad_key_features),
+            grad_values,
+        ),
+        out,
+    ):
+        result[:, block].copy_(grad.transpose(1, 2))
 
 
 class NaLaCausal(torch.autograd.Function):
@@ -90,7 +225,6 @@ class NaLaCausal(torch.autograd.Function):
     def forward(ctx, q, k, v, kv0, z0, count0, table, valid, query, key, eps, chunk_size):
         batch, seq_len, heads, dim = q.shape
         value_dim, features, rows = v.shape[-1], key.width(dim), batch * heads
-        rope = table is not None
         blocks = token_blocks(seq_len, causal_block_length(batch, heads, features, seq_len, chunk_size))
         counts = running_counts(valid, count0, batch, seq_len, q)
         # [S | z]: the numerator's sums and, in the last column, the denominator's
@@ -102,41 +236,17 @@ class NaLaCausal(torch.autograd.Function):
         o = q.new_empty(batch, seq_len, heads, value_dim)
         saved = []
         for block in blocks:
-            length = block.stop - block.start
             inputs = _block_inputs(q, k, v, block, query, key, table, valid)
-            _, _, query_features, query_rotated, _, _, key_features, key_rotated, values = inputs
-            if not rope:
-                # the ones column of the values carries the denominator through the numerator's matmuls
-                out, total, before, scores = chunk_sums_forward(
-                    chunked(query_features, chunk_size),
-                    chunked(key_features, chunk_size),
-                    chunked(values, chunk_size),
-                    state,
-                )
-                out = _unchunked(out, batch, heads, length)
-                num, den_block = out[..., :value_dim], out[..., value_dim]
-                saved += [before, scores]
-            else:
-                out, kv_total, before, scores = chunk_sums_forward(
-                    chunked(query_rotated, chunk_size),
-                    chunked(key_rotated, chunk_size),
-                    chunked(values[..., :value_dim], chunk_size),
-                    state[..., :value_dim],
-                )
-                den_c, z_total, z_before = running_den_forward(
-                    chunked(query_features, chunk_size), chunked(key_features, chunk_size), state[..., value_dim]
-                )
-                num = _unchunked(out, batch, heads, length)
-                den_block = _unchunked(den_c.unsqueeze(-1), batch, heads, length)[..., 0]
-                total = torch.cat([kv_total, z_total.unsqueeze(-1)], dim=-1)
-                saved += [before, scores, z_before]
+            shape = (batch, heads, block.stop - block.start)
+            num, den_block, total, saved_block = _forward_block(inputs, state, table is not None, chunk_size, shape)
+            saved += saved_block
             state = state + total
             den[..., block] = nonzero(den_block + eps * counts[:, None, block])
             torch.div(num, den[..., block, None], out=o[:, block].transpose(1, 2))
-            del out, num, den_block
+            del num, den_block
             if len(blocks) > 1:
                 # free the block before the next one allocates its own (a loop variable lives until reassigned)
-                del inputs, query_features, query_rotated, key_features, key_rotated, values
+                del inputs
         if valid is not None:
             o.masked_fill_(~valid[:, :, None, None], 0.0)
         # a sequence that fits in one block keeps its features (cache-sized) instead of recomputing them
@@ -159,78 +269,37 @@ class NaLaCausal(torch.autograd.Function):
             return (*grads, *([None] * 7))
         batch, seq_len, heads, dim = q.shape
         value_dim, features, rows = v.shape[-1], key.width(dim), batch * heads
-        rope = table is not None
         blocks = token_blocks(seq_len, causal_block_length(batch, heads, features, seq_len, chunk_size))
         saved, kept = rest[:num_saved], rest[num_saved:]
         per_block = len(saved) // len(blocks)
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))
         # the gradient of the running state after the block being processed (blocks are walked in reverse)
         grad_state = torch.cat([grad_kv.reshape(rows, features, value_dim), grad_k_sum.reshape(rows, features, 1)], -1)
         for index in range(len(blocks) - 1, -1, -1):
             block = blocks[index]
-            length = block.stop - block.start
             inputs = kept if kept else _block_inputs(q, k, v, block, query, key, table, valid)
-            queries, query_aux, query_features, query_rotated, keys, key_aux, key_features, key_rotated, values = inputs
             saved_block = saved[index * per_block : (index + 1) * per_block]
-            if not rope:
+            shape = (batch, heads, block.stop - block.start)
+            if table is None:
                 grad = gradient_of_ratio(grad_o, o, den, valid, block, joint=True)
-                grad_a, grad_b, grad_c, grad_start = chunk_sums_backward(
-                    chunked(query_features, chunk_size),
-                    chunked(key_features, chunk_size),
-                    chunked(values, chunk_size),
-                    *saved_block,
-                    chunked(grad, chunk_size),
-                    grad_state,
-                )
-                grad_query_features, grad_key_features, grad_c = (
-                    _unchunked(x, batch, heads, length) for x in (grad_a, grad_b, grad_c)
-                )
+                parts = _plain_block_gradients(inputs, saved_block, grad, grad_state, chunk_size, shape)
             else:
-                before, scores, z_before = saved_block
                 grad, grad_den = gradient_of_ratio(grad_o, o, den, valid, block, joint=False)
-                grad_a, grad_b, grad_c, grad_kv_start = chunk_sums_backward(
-                    chunked(query_rotated, chunk_size),
-                    chunked(key_rotated, chunk_size),
-                    chunked(values[..., :value_dim], chunk_size),
-                    before,
-                    scores,
-                    chunked(grad, chunk_size),
-                    grad_state[..., :value_dim],
+                parts = _rope_block_gradients(
+                    inputs, saved_block, grad, grad_den, grad_state, table[:, block], chunk_size, shape
                 )
-                grad_query_den, grad_key_den, grad_z_start = running_den_backward(
-                    chunked(query_features, chunk_size),
-                    chunked(key_features, chunk_size),
-                    z_before,
-                    chunked(grad_den.unsqueeze(-1), chunk_size)[..., 0],
-                    grad_state[..., value_dim],
-                )
-                grad_start = torch.cat([grad_kv_start, grad_z_start.unsqueeze(-1)], dim=-1)
-                # the numerator saw rotated features: rotate its gradients back, then add the denominator's
-                grad_query_features = rotate(
-                    _unchunked(grad_a, batch, heads, length).contiguous(), table[:, block], True
-                )
-                grad_query_features += _unchunked(grad_query_den, batch, heads, length)
-                grad_key_features = rotate(_unchunked(grad_b, batch, heads, length).contiguous(), table[:, block], True)
-                grad_key_features += _unchunked(grad_key_den, batch, heads, length)
-                grad_c = _unchunked(grad_c, batch, heads, length)
-            del grad, grad_a, grad_b
+                del grad_den
+            del grad
+            grad_query_features, grad_key_features, grad_c, grad_start = parts
             # the block's start state reaches its outputs and, unchanged, the state after it
             grad_state = grad_state + grad_start
-            grad_values = grad_c[..., :value_dim]
-            if valid is not None:
-                padding = ~valid[:, None, block, None]
-                grad_key_features = grad_key_features.masked_fill(padding, 0.0)
-                grad_values = grad_values.masked_fill(padding, 0.0)
-            grad_queries = query.backward(queries, query_aux, query_features, grad_query_features)
-            grad_keys = key.backward(keys, key_aux, key_features, grad_key_features)
-            grad_q[:, block].copy_(grad_queries.transpose(1, 2))
-            grad_k[:, block].copy_(grad_keys.transpose(1, 2))
-            grad_v[:, block].copy_(grad_values.transpose(1, 2))
-            del inputs, queries, query_aux, query_features, query_rotated, keys, key_aux, key_features, key_rotated
-            del values, grad_c, grad_queries, grad_keys, grad_values, grad_query_features, grad_key_features
+            _write_input_gradients(
+                inputs, grad_query_features, grad_key_features, grad_c[..., :value_dim], valid, block, query, key, grads
+            )
+            del inputs, parts, grad_query_features, grad_key_features, grad_c
         grad_kv0 = grad_state[..., :value_dim].reshape(batch, heads, features, value_dim) if kv0 is not None else None
         grad_z0 = grad_state[..., value_dim].reshape(batch, heads, features) if z0 is not None else None
-        return grad_q, grad_k, grad_v, grad_kv0, grad_z0, *([None] * 7)
+        return *grads, grad_kv0, grad_z0, *([None] * 7)
 
 
 def reference_causal_nala(

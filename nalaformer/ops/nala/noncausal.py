@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from nalaformer.ops.feature_maps import check_key_range
 from nalaformer.ops.higher_order import reference_vjp
 from nalaformer.ops.linear_attn.naive import naive_core, nonzero
 from nalaformer.ops.linear_attn.state import LinearAttentionState
@@ -108,6 +109,10 @@ class NaLaNonCausal(torch.autograd.Function):
             if len(blocks) > 1:
                 # free the block before the next one allocates its own (a loop variable lives until reassigned)
                 del keys, key_aux, key_features, key_rotated, values
+        if not torch.compiler.is_compiling() and not bool(sums.isfinite().all()):
+            # keys so large that their features' sums overflow: every output would be NaN, say so instead (checked
+            # on the small sums after the fact, not with a reduction over every key before)
+            check_key_range(k, key.lam, q.dtype)
         count = torch.full((batch,), float(seq_len), dtype=q.dtype, device=q.device)
         if valid is not None:
             count = valid.sum(dim=1).to(q.dtype).clamp_min(1.0)
