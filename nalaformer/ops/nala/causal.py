@@ -361,18 +361,20 @@ def nala_step(
         added = valid[:, 0].to(q.dtype)
     query_rotated, key_rotated = query_features, key_features
     if table is not None:
-        factor = table[:, 0, None, None, :]
-        query_rotated, key_rotated = (
-            torch.view_as_real(torch.view_as_complex(x.view(*x.shape[:-1], -1, factor.shape[-1], 2)) * factor).flatten(
-                -3
-            )
-            for x in (query_features, key_features)
-        )
-    outer = key_rotated.unsqueeze(-1) * values.unsqueeze(-2)
-    kv = outer if kv0 is None else outer.add_(kv0)
+        # both feature vectors rotated in one complex multiplication (one row of the table per batch row)
+        batch, heads, features = query_features.shape
+        pairs = torch.view_as_complex(torch.stack([query_features, key_features]).view(2, batch, heads, -1, 2))
+        factor = table[:, 0].repeat(1, features // (2 * table.shape[-1]))
+        query_rotated, key_rotated = torch.view_as_real(pairs * factor[:, None]).view(2, batch, heads, features)
+    # S + rot(phi_k) vᵀ and rot(phi_q) S as one fused multiply-add and one batched product each
+    kv = (
+        key_rotated.unsqueeze(-1) * values.unsqueeze(-2)
+        if kv0 is None
+        else kv0.addcmul(key_rotated.unsqueeze(-1), values.unsqueeze(-2))
+    )
     k_sum = key_features if z0 is None else z0 + key_features
     count = (torch.ones_like(q[:, 0, 0, 0]) * added) if count0 is None else count0 + added
-    num = (query_rotated.unsqueeze(-2) @ kv).squeeze(-2)
+    num = torch.matmul(query_rotated.unsqueeze(-2), kv).squeeze(-2)
     den = torch.linalg.vecdot(query_features, k_sum).add_(eps * count[:, None])
     o = (num / nonzero(den).unsqueeze(-1)).unsqueeze(1)
     if valid is not None:
