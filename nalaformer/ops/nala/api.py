@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from nalaformer.ops.feature_maps import (
@@ -22,7 +20,7 @@ from nalaformer.ops.feature_maps import (
 from nalaformer.ops.linear_attn import LinearAttentionState, linear_attention
 from nalaformer.ops.linear_attn.api import CAUSAL_MODES, NONCAUSAL_MODES, Output, Packing, fp32_region
 from nalaformer.ops.nala.causal import NaLaCausal, first_nonfinite_key, nala_step
-from nalaformer.ops.nala.common import NaLaMap, rotation_table
+from nalaformer.ops.nala.common import NaLaMap, overflowed, rotation_table
 from nalaformer.ops.nala.noncausal import NaLaNonCausal
 from nalaformer.ops.rope import apply_rope, check_rope
 from nalaformer.ops.validation import (
@@ -128,7 +126,7 @@ def nala_attention(
     key = NaLaMap(False, lam, tau, temperature, inhibit, alpha, power, feature_eps)
     with fp32_region(q.device):
         q, k, values = upcast(q), upcast(k), upcast(v)
-        table = None if rope is None else rotation_table(rope, q.dtype)
+        table = None if rope is None else rotation_table(rope, q.dtype, key.width(dim) // dim)
         if cu_seqlens is not None:
             packing = Packing.of(cu_seqlens, q.device)
             q, k, values, table = (packing.unpack(x) for x in (q, k, values, table))
@@ -167,14 +165,12 @@ def _causal(
     tensors = (q, k, v) if state is None else (q, k, v, kv0, z0)
     if seq_len == 1 and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)):
         o, kv, k_sum, count = nala_step(q, k, v, kv0, z0, count0, table, valid, query, key, eps)
-        # one reduction of the small state triggers the check (the features are >= 0: an overflow or a NaN makes
-        # the sum non-finite)
-        if not torch.compiler.is_compiling() and not math.isfinite(float(k_sum.sum())):
+        if overflowed(k_sum, nonnegative=True):  # the key features are >= 0
             check_key_range(k, key.lam, q.dtype)
         return o, LinearAttentionState(kv, k_sum, count)
     o, kv, k_sum = NaLaCausal.apply(q, k, v, kv0, z0, count0, table, valid, query, key, eps, chunk_size)
     # the containment below branches on tensor values: torch.compile / torch.export graphs go without it
-    if not torch.compiler.is_compiling() and not (bool(kv.isfinite().all()) and bool(k_sum.isfinite().all())):
+    if overflowed(kv) or overflowed(k_sum):
         # keys so large that their features' sums overflow: every output would be NaN, say so instead
         check_key_range(k, key.lam, q.dtype)
         # a NaN or infinity at token t reaches every chunk through the chunked form's matmuls (0 * NaN = NaN);

@@ -361,10 +361,11 @@ def nala_step(
         added = valid[:, 0].to(q.dtype)
     query_rotated, key_rotated = query_features, key_features
     if table is not None:
-        # both feature vectors rotated in one complex multiplication (one row of the table per batch row)
+        # both feature vectors rotated in one complex multiplication (the table spans the features: one row per
+        # batch row)
         batch, heads, features = query_features.shape
         pairs = torch.view_as_complex(torch.stack([query_features, key_features]).view(2, batch, heads, -1, 2))
-        factor = table[:, 0].repeat(1, features // (2 * table.shape[-1]))
+        factor = table[:, 0]
         query_rotated, key_rotated = torch.view_as_real(pairs * factor[:, None]).view(2, batch, heads, features)
     # S + rot(phi_k) vᵀ and rot(phi_q) S as one fused multiply-add and one batched product each
     kv = (

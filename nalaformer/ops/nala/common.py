@@ -10,6 +10,7 @@ is the multiplication by the conjugate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,18 @@ def causal_block_length(batch: int, heads: int, features: int, seq_len: int, chu
 
 def token_blocks(seq_len: int, length: int) -> list[slice]:
     return [slice(start, min(seq_len, start + length)) for start in range(0, seq_len, length)]
+
+
+def overflowed(x: torch.Tensor, nonnegative: bool = False) -> bool:
+    """Whether the (small) sums ``x`` hold a NaN or an infinity: the after-the-fact trigger of the key-range check
+    and of the containment of bad tokens. With ``nonnegative`` sums one reduction (their total) tells. False where
+    values cannot be read: torch.compile / torch.export graphs and meta tensors (shape-only runs such as FLOP
+    counting)."""
+    if torch.compiler.is_compiling() or x.device.type == "meta":
+        return False
+    if nonnegative:
+        return not math.isfinite(float(x.sum()))
+    return not bool(x.isfinite().all())
 
 
 def head_major(x: torch.Tensor) -> torch.Tensor:
@@ -118,17 +131,22 @@ class NaLaMap:
         return grad_x
 
 
-def rotation_table(rope: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+def rotation_table(rope: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype, blocks: int = 1) -> torch.Tensor:
     """RoPE tables ``(cos, sin)`` ``[T, D]`` or ``[B, T, D]`` (interleaved pairs) -> ``exp(i * angle)`` as complex
-    ``[1 or B, T, D/2]`` (complex64 for fp32 features, complex128 for fp64)."""
+    ``[1 or B, T, blocks * D/2]`` (complex64 for fp32 features, complex128 for fp64): the angles repeated for each of
+    the ``blocks`` ``D``-sized blocks of the features (2 for the sign split), so that a rotation is one
+    multiplication over contiguous rows (broadcasting the table over the blocks takes about twice as long)."""
     cos, sin = rope
     table = torch.complex(cos[..., 0::2].to(dtype), sin[..., 0::2].to(dtype))
+    if blocks > 1:
+        table = table.repeat(*([1] * (table.dim() - 1)), blocks)
     return table.unsqueeze(0) if table.dim() == 2 else table
 
 
 def rotate(x: torch.Tensor, table: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
-    """Rotate the interleaved pairs of every ``D``-sized block of contiguous ``x [B, H, t, F]`` by the angles of
-    ``table [1 or B, t, D/2]`` (by their negatives with ``conjugate``: the transpose, for gradients); a new tensor."""
+    """Rotate the interleaved pairs of every ``2 * half``-sized block of contiguous ``x [B, H, t, F]`` by the angles
+    of ``table [1 or B, t, half]`` (by their negatives with ``conjugate``: the transpose, for gradients); a new
+    tensor. A table as wide as the features (``half = F / 2``: :func:`rotation_table` with ``blocks``) is fastest."""
     batch, heads, length, features = x.shape
     half = table.shape[-1]
     shape = (batch, heads, length, features // (2 * half), half, 2)

@@ -19,7 +19,15 @@ from nalaformer.ops.feature_maps import check_key_range
 from nalaformer.ops.higher_order import reference_vjp
 from nalaformer.ops.linear_attn.naive import naive_core, nonzero
 from nalaformer.ops.linear_attn.state import LinearAttentionState
-from nalaformer.ops.nala.common import NaLaMap, block_length, head_major, reference_rotate, rotate, token_blocks
+from nalaformer.ops.nala.common import (
+    NaLaMap,
+    block_length,
+    head_major,
+    overflowed,
+    reference_rotate,
+    rotate,
+    token_blocks,
+)
 
 
 def key_block(
@@ -88,7 +96,7 @@ def gradient_of_ratio(
 class NaLaNonCausal(torch.autograd.Function):
     """``forward(q, k [B, T, H, D], v [B, T, H, Dv], table, valid, query, key, eps) -> o [B, T, H, Dv]``.
 
-    ``table``: complex RoPE table ``[1 or B, T, D/2]`` (:func:`~nalaformer.ops.nala.common.rotation_table`) or
+    ``table``: complex RoPE table ``[1 or B, T, F/2]`` (:func:`~nalaformer.ops.nala.common.rotation_table`) or
     None; ``valid``: bool ``[B, T]`` (True = real token) or None; ``query``, ``key``: :class:`NaLaMap`. fp32 or fp64
     inputs; padded positions give 0.
     """
@@ -109,7 +117,7 @@ class NaLaNonCausal(torch.autograd.Function):
             if len(blocks) > 1:
                 # free the block before the next one allocates its own (a loop variable lives until reassigned)
                 del keys, key_aux, key_features, key_rotated, values
-        if not torch.compiler.is_compiling() and not bool(sums.isfinite().all()):
+        if overflowed(sums):
             # keys so large that their features' sums overflow: every output would be NaN, say so instead (checked
             # on the small sums after the fact, not with a reduction over every key before)
             check_key_range(k, key.lam, q.dtype)
