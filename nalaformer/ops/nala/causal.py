@@ -55,16 +55,17 @@ def running_den_forward(
     ``start = z_0 [R, F]``.
 
     Returns ``(den [R, N, C], total Σ_s b_s [R, F], before [R, N, F])`` (``before``: the sums before each piece,
-    start included). The running sums inside each piece are one lower-triangular ``[C, C]`` matmul (``cumsum`` over
-    the tokens is a strided scalar loop on CPU), then a row-wise dot; the sums before the piece (a scan of the
-    pieces' totals) enter through a ``[1, F] x [F, C]`` product. The chunked matmul form would spend a score product
-    and its masking on a single column (the denominator has its own features once RoPE rotates the numerator's).
+    start included). Inside a piece the masked scores ``tril(a bᵀ)`` summed over their rows (a ``[C, C]`` result
+    per piece: the features are read once and no running sums of the features' width are written; ``cumsum`` over
+    the tokens would be a strided scalar loop on CPU); the sums before the piece (a scan of the pieces' totals)
+    enter through a ``[1, F] x [F, C]`` product. The denominator has its own features once RoPE rotates the
+    numerator's, so it does not ride along the numerator's matmuls as a ones column.
     """
-    running = torch.matmul(lower_ones(a_c.shape[2], a_c), b_c)
-    totals = running[:, :, -1]
+    totals = b_c.sum(dim=2)
     before = exclusive_scan(totals).add_(start.unsqueeze(1))
+    inside = torch.matmul(a_c, b_c.mT).tril_().sum(dim=-1)
     # a row times the features' transpose: matrix-vector products as [F, 1] matmuls are slow on CPU
-    den = (before.unsqueeze(-2) @ a_c.transpose(-1, -2)).squeeze(-2).add_(torch.linalg.vecdot(a_c, running))
+    den = (before.unsqueeze(-2) @ a_c.mT).squeeze(-2).add_(inside)
     return den, totals.sum(dim=1), before
 
 
@@ -72,17 +73,19 @@ def running_den_backward(
     a_c: torch.Tensor, b_c: torch.Tensor, before: torch.Tensor, grad_den: torch.Tensor, grad_total: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients ``(d a_c, d b_c, d start)`` of :func:`running_den_forward` from ``grad_den [R, N, C]`` and
-    ``grad_total [R, F]``; ``d start`` counts the outputs only (the caller adds the state's pass-through)."""
-    lower = lower_ones(a_c.shape[2], a_c)
-    running = torch.matmul(lower, b_c).add_(before.unsqueeze(2))
-    grad_a = running.mul_(grad_den.unsqueeze(-1))
-    # b_s reaches every running sum from s to the end of its piece (an upper-triangular matmul), every later piece
-    # and the total
-    suffix = torch.matmul(lower.mT, a_c * grad_den.unsqueeze(-1))
-    per_piece = suffix[:, :, 0]
+    ``grad_total [R, F]``; ``d start`` counts the outputs only (the caller adds the state's pass-through).
+
+    With ``M[t, s] = g_t`` for ``s <= t`` (0 above the diagonal) in each piece: ``d a = M b + g beforeᵀ`` and
+    ``d b = Mᵀ a`` plus what reaches every later piece and the total; ``M`` is ``[C, C]`` per piece.
+    """
+    weights = lower_ones(a_c.shape[2], a_c) * grad_den.unsqueeze(-1)
+    grad_a = torch.matmul(weights, b_c).addcmul_(grad_den.unsqueeze(-1), before.unsqueeze(2))
+    grad_b = torch.matmul(weights.mT, a_c)
+    # the first row of Mᵀ a sums g_t a_t over the whole piece: what b_s adds to every later piece and the total
+    per_piece = grad_b[:, :, 0]
     later = exclusive_scan(per_piece, reverse=True).add_(grad_total.unsqueeze(1))
     grad_start = per_piece.sum(dim=1)
-    return grad_a, suffix.add_(later.unsqueeze(2)), grad_start
+    return grad_a, grad_b.add_(later.unsqueeze(2)), grad_start
 
 
 def running_counts(valid: torch.Tensor | None, count0: torch.Tensor | None, batch: int, seq_len: int, like):
