@@ -79,9 +79,13 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     extra = report.metadata(device, dtype)
     runners = _suite_runners(args, device, dtype)
+    durations: dict[str, float] = {}
     for suite in (name for name in SUITES if name in suites):
         # each suite's files are written as soon as it finishes: a later suite's failure does not lose them
+        started = time.perf_counter()
         results[suite] = runners[suite]()
+        durations[suite] = time.perf_counter() - started
+        _log(f"{suite}: {durations[suite]:.0f} s")
         if out is not None:
             _write_suite(suite, results[suite], out, device, extra, args.threads)
 
@@ -90,16 +94,20 @@ def run(args: argparse.Namespace) -> int:
         targets += report.evaluate_targets(results.get("operators", ()), results.get("roofline", ()))
     if {"decoding", "vision", "language"} & set(results):
         targets += model_report.model_targets(*(results.get(name, ()) for name in ("decoding", "vision", "language")))
-    summary = _summary(results, targets, device, dtype)
+    summary = _summary(results, targets, device, dtype, durations)
     print(summary)
     if out is not None:
-        path = out / f"summary-{report.device_slug(device, args.threads)}-torch{report.torch_version()}.md"
+        # a run of some suites names them, so that runs of different suites keep their own summaries
+        ran = "" if set(results) == set(SUITES) else "-".join(results) + "-"
+        path = out / f"summary-{ran}{report.device_slug(device, args.threads)}-torch{report.torch_version()}.md"
         path.write_text(summary)
         _log(f"wrote {path}")
     return 0
 
 
-def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: Any, dtype: Any) -> str:
+def _summary(
+    results: dict[str, list[dict[str, Any]]], targets: list, device: Any, dtype: Any, durations: dict[str, float]
+) -> str:
     import torch
 
     from nalaformer.bench import model_report, report
@@ -111,6 +119,8 @@ def _summary(results: dict[str, list[dict[str, Any]]], targets: list, device: An
         f"# Benchmarks: {where}",
         "",
         f"Command: `{command.strip()}`",
+        "",
+        "Wall time: " + ", ".join(f"{suite} {seconds:.0f} s" for suite, seconds in durations.items()),
         "",
         "## Targets",
         "",

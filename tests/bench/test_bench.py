@@ -162,7 +162,18 @@ def test_bench_command_runs_every_suite_end_to_end(tmp_path, capsys):
     assert len(rope) == 4 and all(float(row["rope_over_plain"]) > 0 for row in rope)
     for suite in ("operators", "decoding", "vision"):
         assert next(tmp_path.glob(f"{suite}-*.png")).stat().st_size > 0
-    assert next(tmp_path.glob("summary-*.md")).read_text().startswith("# Benchmarks")
+    (summary,) = tmp_path.glob("summary-*.md")
+    assert summary.name.startswith("summary-cpu-") and summary.read_text().startswith("# Benchmarks")
+    assert "Wall time: operators " in summary.read_text()
+
+
+def test_a_run_of_some_suites_names_its_summary_after_them(tmp_path):
+    # two runs of different suites into one folder keep their own summaries, each with its suites' wall time
+    assert main(["bench", "decoding", "language", "--tiny", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "roofline", "--tiny", "--out", str(tmp_path)]) == 0
+    (models,) = tmp_path.glob("summary-decoding-language-cpu-*.md")
+    assert "Wall time: decoding " in models.read_text() and ", language " in models.read_text()
+    assert len(list(tmp_path.glob("summary-roofline-cpu-*.md"))) == 1
 
 
 def test_bench_command_rejects_unknown_suite():
