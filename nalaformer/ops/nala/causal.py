@@ -6,8 +6,9 @@ v_sᵀ``, ``z_t = z_0 + Σ_{s <= t} phi_k_s`` and the count ``n_t`` of real keys
 block is a few chunks of the chunked form (:func:`~nalaformer.ops.linear_attn.chunk.chunk_sums_forward`) started
 from the running state, which is carried from block to block; backward walks the blocks in reverse with the state's
 gradient. Without RoPE the denominator rides along the numerator as a ones column of the values (one set of
-matmuls); with RoPE numerator (rotated features) and denominator (plain ones) are two streams of the chunked form.
-The features are recomputed per block in backward; per-chunk states and masked scores are saved.
+matmuls); with RoPE the numerator (rotated features) takes the chunked form and the denominator (plain features)
+the masked scores of 16-token pieces (:func:`running_den_forward`). The features are recomputed per block in
+backward; per-chunk states and masked scores are saved.
 """
 
 from __future__ import annotations
