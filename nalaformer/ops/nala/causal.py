@@ -18,7 +18,7 @@ import torch
 from nalaformer.ops.higher_order import reference_vjp
 from nalaformer.ops.linear_attn.chunk import chunk_sums_backward, chunk_sums_forward, chunked, exclusive_scan
 from nalaformer.ops.linear_attn.naive import nonzero
-from nalaformer.ops.nala.common import NaLaMap, causal_block_length, reference_rotate, rotate, token_blocks
+from nalaformer.ops.nala.common import NaLaMap, add_rotated, causal_block_length, reference_rotate, token_blocks
 from nalaformer.ops.nala.noncausal import gradient_of_ratio, key_block, query_block, reference_nala
 
 
@@ -181,11 +181,11 @@ def _rope_block_gradients(
         grad_state[..., value_dim],
     )
     grad_start = torch.cat([grad_kv_start, grad_z_start.unsqueeze(-1)], dim=-1)
-    # the numerator saw rotated features: rotate its gradients back, then add the denominator's
-    grad_query_features = rotate(_unchunked(grad_a, *shape).contiguous(), table, True)
-    grad_query_features += _unchunked(grad_query_den, *shape)
-    grad_key_features = rotate(_unchunked(grad_b, *shape).contiguous(), table, True)
-    grad_key_features += _unchunked(grad_key_den, *shape)
+    # the numerator saw rotated features: its gradients, rotated back, join the denominator's
+    grad_query_features, grad_key_features = (
+        add_rotated(_unchunked(den, *shape).contiguous(), _unchunked(num, *shape).contiguous(), table, True)
+        for den, num in ((grad_query_den, grad_a), (grad_key_den, grad_b))
+    )
     return grad_query_features, grad_key_features, _unchunked(grad_c, *shape), grad_start
 
 

@@ -158,6 +158,20 @@ def rotate(x: torch.Tensor, table: torch.Tensor, conjugate: bool = False) -> tor
     return out
 
 
+def add_rotated(out: torch.Tensor, x: torch.Tensor, table: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
+    """``out += rotate(x, table, conjugate)`` in one complex multiply-add, for contiguous ``out`` and ``x`` ``[B, H,
+    t, F]`` (no rotated temporary: the backward adds rotated numerator gradients to the denominator's); returns
+    ``out``."""
+    batch, heads, length, features = x.shape
+    half = table.shape[-1]
+    shape = (batch, heads, length, features // (2 * half), half, 2)
+    factor = table[:, None, :, None, :]
+    if conjugate:
+        factor = factor.conj()
+    torch.view_as_complex(out.view(shape)).addcmul_(torch.view_as_complex(x.view(shape)), factor)
+    return out
+
+
 def reference_rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """:func:`rotate` with autograd-tracked ops on any ``x [B, H, T, F]`` (the references' version)."""
     pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, table.shape[-1], 2).contiguous())
