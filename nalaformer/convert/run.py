@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from nalaformer.convert.data import batch_at, minilm_path, play_passages, split_plays
+from nalaformer.convert.data import Passage, batch_at, minilm_path, play_passages, split_plays
 from nalaformer.convert.decoder import is_language_model_folder, load_language_model
 from nalaformer.convert.saving import save_pretrained
 from nalaformer.convert.stages import (
@@ -41,6 +41,7 @@ from nalaformer.train.checkpoint import (
     save_checkpoint,
 )
 from nalaformer.train.metrics import MetricsLog
+from nalaformer.train.run_folder import claim_run_dir
 
 MODEL_ALIASES = {"all-MiniLM-L6-v2": minilm_path, "minilm": minilm_path}
 
@@ -191,12 +192,47 @@ def run_conversion(
 ) -> dict[str, Any]:
     """Run (or resume) a conversion in ``run_dir``; returns a summary (final metrics, CPU seconds, tokens used).
 
-    ``on_step(step, metrics)`` is called after each step's checkpoint (tests interrupt a run from it).
+    The folder is held with the training engine's exclusive lock (:func:`nalaformer.train.claim_run_dir`) for the
+    whole run: a second process on it fails at once, and the lock dies with its holder however it exits. The model is
+    loaded and converted before anything is written, so an option the converter cannot take fails with nothing
+    started. ``on_step(step, metrics)`` is called after each step's checkpoint (tests interrupt a run from it).
     """
     run_dir = Path(run_dir)
-    _check_run_folder(run_dir, config, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1), encoding="utf-8")
+    # whether the folder's contents may be continued is the conversion's own check, made under the lock
+    with claim_run_dir(run_dir, resume="conversion"):
+        _check_run_folder(run_dir, config, resume)
+        conversion = _start(config, run_dir, resume)
+        _train(conversion, progress, on_step)
+        return _finish(conversion)
+
+
+@dataclass
+class _Conversion:
+    """A conversion in progress: its inputs, the checkpoint it resumed from, and the stage it is in."""
+
+    config: LinearizeConfig
+    run_dir: Path
+    model: torch.nn.Module
+    tokenizer: Any
+    passages: list[Passage]
+    log: MetricsLog
+    teacher: torch.nn.Module | None
+    checkpoint: Path | None = None
+    state: dict[str, Any] | None = None
+    start: int = 0
+    cpu_seconds: float = 0.0
+    stage: int = 0
+    trainable: Any = None
+    optimizer: torch.optim.Optimizer | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        config = self.config
+        return batch_at(self.tokenizer, self.passages, step, config.batch_size, config.seq_len, config.seed)
+
+
+def _start(config: LinearizeConfig, run_dir: Path, resume: bool) -> _Conversion:
+    """Load and convert the model, then write ``config.json`` and restore the newest checkpoint (``resume``)."""
     torch.manual_seed(config.seed)
     model, tokenizer = load_pretrained(config.model)
     linearize(model, config.spec)
@@ -204,85 +240,104 @@ def run_conversion(
     passages = play_passages(conversion_plays, words=config.words, raw=config.raw_text)
     if len(passages) < config.batch_size:
         raise ValueError(f"only {len(passages)} conversion passages for batch_size={config.batch_size}")
-
-    def batch(step: int) -> dict[str, torch.Tensor]:
-        return batch_at(tokenizer, passages, step, config.batch_size, config.seq_len, config.seed)
-
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1), encoding="utf-8")
     log = MetricsLog(run_dir / "metrics.jsonl")
     # the teacher is the pretrained model itself (softmax mode), taken before any checkpoint is loaded
     teacher = make_teacher(model) if config.recovery_steps else None
-    checkpoint = latest_valid_checkpoint(run_dir / "checkpoints") if resume else None
-    start, state = 0, None
-    if checkpoint is not None:
-        state = load_state(checkpoint)
-        start = int(state["step"])
-        log.truncate_after(start)
-        if int(state["stage"]) == 1:
-            load_weights(checkpoint, model)
-        restore_rng_state(state["rng"])  # a run resumed at a stage boundary draws the next stage's init alike
+    conversion = _Conversion(config, run_dir, model, tokenizer, passages, log, teacher, trainable=model)
+    conversion.checkpoint = latest_valid_checkpoint(run_dir / "checkpoints") if resume else None
+    if conversion.checkpoint is not None:
+        _restore(conversion)
     elif config.calibrate:
-        calibrate(model, [batch(0)])
-    cpu_seconds = float(state["cpu_seconds"]) if state else 0.0
+        calibrate(model, [conversion.batch(0)])
+    return conversion
 
-    trainable: Any = model
-    stage = 0
-    optimizer: torch.optim.Optimizer | None = None
-    metrics: dict[str, float] = {}
-    if state is not None and start >= config.total_steps and int(state["stage"]) == 2:
-        trainable, _ = _enter_stage(model, config, 2)  # finished run: rebuild the stage-2 model to load into
-        load_weights(checkpoint, trainable)
-        stage = 2
-    bar = _progress(config.total_steps, start, progress)
+
+def _restore(conversion: _Conversion) -> None:
+    """Step, metrics log, stage-1 weights and RNG of the checkpoint; a finished run's stage-2 model too."""
+    state = conversion.state = load_state(conversion.checkpoint)
+    conversion.start = int(state["step"])
+    conversion.cpu_seconds = float(state["cpu_seconds"])
+    conversion.log.truncate_after(conversion.start)
+    if int(state["stage"]) == 1:
+        load_weights(conversion.checkpoint, conversion.model)
+    restore_rng_state(state["rng"])  # a run resumed at a stage boundary draws the next stage's init alike
+    if conversion.start >= conversion.config.total_steps and int(state["stage"]) == 2:
+        # finished run: rebuild the stage-2 model to load into
+        conversion.trainable, _ = _enter_stage(conversion.model, conversion.config, 2)
+        load_weights(conversion.checkpoint, conversion.trainable)
+        conversion.stage = 2
+
+
+def _train(conversion: _Conversion, progress: bool, on_step: Callable[[int, dict[str, float]], None] | None) -> None:
+    """Every remaining step: the stage's loss, an optimizer step, the log line, the checkpoint."""
+    config = conversion.config
+    bar = _progress(config.total_steps, conversion.start, progress)
     try:
-        for step in range(start, config.total_steps):
-            wanted = 1 if step < config.transfer_steps else 2
-            if wanted != stage:
-                stage = wanted
-                trainable, optimizer = _enter_stage(model, config, stage)
-                if state is not None and int(state["stage"]) == stage:  # resuming inside this stage
-                    if stage == 2:
-                        load_weights(checkpoint, trainable)
-                    optimizer.load_state_dict(state["optimizer"])
-                    restore_rng_state(state["rng"])
-            began = time.process_time()
-            trainable.train()
-            if stage == 1:
-                loss, metrics = transfer_loss(
-                    model, batch(step), kl_weight=config.kl_weight, kl_max_len=config.kl_max_len
-                )
-            else:
-                loss, metrics = recovery_loss(trainable, teacher, batch(step))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"stage {stage} loss is {float(loss)} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            cpu_seconds += time.process_time() - began
+        for step in range(conversion.start, config.total_steps):
+            _step(conversion, step)
             done = step + 1
-            log.write({"step": done, "stage": stage, "cpu_seconds": round(cpu_seconds, 2), **metrics})
+            conversion.log.write(
+                {"step": done, "stage": conversion.stage, "cpu_seconds": round(conversion.cpu_seconds, 2),
+                 **conversion.metrics}
+            )  # fmt: skip
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(stage=stage, loss=f"{metrics['loss']:.4g}")
+                bar.set_postfix(stage=conversion.stage, loss=f"{conversion.metrics['loss']:.4g}")
             if done % config.checkpoint_every == 0 or done in (config.transfer_steps, config.total_steps):
                 save_checkpoint(
-                    run_dir / "checkpoints", done, model=trainable, keep=2,
-                    state={"stage": stage, "optimizer": optimizer.state_dict(), "rng": capture_rng_state(),
-                           "cpu_seconds": cpu_seconds},
+                    conversion.run_dir / "checkpoints", done, model=conversion.trainable, keep=2,
+                    state={"stage": conversion.stage, "optimizer": conversion.optimizer.state_dict(),
+                           "rng": capture_rng_state(), "cpu_seconds": conversion.cpu_seconds},
                 )  # fmt: skip
             if on_step is not None:
-                on_step(done, metrics)
+                on_step(done, conversion.metrics)
     finally:
         if bar is not None:
             bar.close()
-    trainable.eval()
-    final = save_pretrained(trainable, run_dir / "model", tokenizer=tokenizer)
+
+
+def _step(conversion: _Conversion, step: int) -> None:
+    """One optimizer step of the stage ``step`` belongs to (entering that stage first when needed)."""
+    config = conversion.config
+    wanted = 1 if step < config.transfer_steps else 2
+    if wanted != conversion.stage:
+        conversion.stage = wanted
+        conversion.trainable, conversion.optimizer = _enter_stage(conversion.model, config, wanted)
+        state = conversion.state
+        if state is not None and int(state["stage"]) == wanted:  # resuming inside this stage
+            if wanted == 2:
+                load_weights(conversion.checkpoint, conversion.trainable)
+            conversion.optimizer.load_state_dict(state["optimizer"])
+            restore_rng_state(state["rng"])
+    began = time.process_time()
+    conversion.trainable.train()
+    batch = conversion.batch(step)
+    if conversion.stage == 1:
+        loss, metrics = transfer_loss(conversion.model, batch, kl_weight=config.kl_weight, kl_max_len=config.kl_max_len)
+    else:
+        loss, metrics = recovery_loss(conversion.trainable, conversion.teacher, batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"stage {conversion.stage} loss is {float(loss)} at step {step}")
+    conversion.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    conversion.optimizer.step()
+    conversion.cpu_seconds += time.process_time() - began
+    conversion.metrics = metrics
+
+
+def _finish(conversion: _Conversion) -> dict[str, Any]:
+    """Save the converted model (LoRA merged) and the run's ``summary.json``; returns the summary."""
+    config, run_dir = conversion.config, conversion.run_dir
+    conversion.trainable.eval()
+    final = save_pretrained(conversion.trainable, run_dir / "model", tokenizer=conversion.tokenizer)
     summary = {
         "run_dir": str(run_dir),
         "model_dir": str(final),
         "steps": config.total_steps,
         "tokens": config.total_steps * config.batch_size * config.seq_len,
-        "cpu_seconds": round(cpu_seconds, 1),
-        **{f"final_{key}": value for key, value in metrics.items()},
+        "cpu_seconds": round(conversion.cpu_seconds, 1),
+        **{f"final_{key}": value for key, value in conversion.metrics.items()},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary

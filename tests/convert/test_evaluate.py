@@ -65,11 +65,37 @@ def test_conversion_section_tiny_mode_writes_the_tables(tmp_path):
     from nalaformer.reproduce.conversion import conversion_section
 
     result = conversion_section(tmp_path, "tiny", progress=False)
-    assert [row["mixer"] for row in result["rows"]] == ["nala", "elu"]
+    names = [(row["name"], row["seed"]) for row in result["rows"]]
+    assert names == [("nala", 0), ("nala", 1), ("elu", 0), ("elu", 1), ("nala_full", 0)]
     for row in result["rows"]:
         assert -1 <= row["spearman"] <= 1 and 0 <= row["probe"] <= 1
-        assert row["tokens"] == 3 * 2 * 16
+        assert len(row["attention"]) == len(result["teacher_attention"]) == 2
+    assert result["rows"][0]["tokens"] == 3 * 2 * 16
+    # the seeds differ, so a std is reported, and it is the sample std of the two runs
+    nala = result["summary"]["runs"]["nala"]
+    values = [row["spearman"] for row in result["rows"] if row["name"] == "nala"]
+    assert nala["spearman"][0] == pytest.approx(sum(values) / 2)
+    assert nala["spearman"][1] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert set(result["summary"]["verdicts"]) == {"elu"}
+    assert set(result["summary"]["target"]) == {"nala", "nala_full"}
     text = (tmp_path / "conversion.md").read_text()
-    assert "| nala |" in text and "probe - teacher" in text
+    assert "| teacher (softmax) |" in text and "| nala | 2 |" in text and "nala vs elu" in text
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "conversion.png").stat().st_size > 0
     # a second call reuses the cached result instead of converting again
     assert conversion_section(tmp_path, "tiny", progress=False) == result
+
+
+def test_verdict_needs_the_difference_beyond_twice_its_standard_error():
+    from nalaformer.reproduce.conversion_report import mean_std, verdict
+
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert mean_std([4.0]) == (4.0, 0.0)
+    # standard error sqrt(0.01^2 / 3 * 2) = 0.00816: 0.02 is beyond twice it, 0.01 is not
+    assert verdict([0.92, 0.01], 3, [0.90, 0.01], 3, True)["verdict"] == "better"
+    assert verdict([0.92, 0.01], 3, [0.90, 0.01], 3, False)["verdict"] == "worse"
+    assert verdict([0.91, 0.01], 3, [0.90, 0.01], 3, True)["verdict"] == "within seed noise"
+    assert verdict([0.99, 0.0], 1, [0.90, 0.0], 1, True)["verdict"] == "one seed: no test"
+    entry = verdict([0.92, 0.01], 3, [0.90, 0.01], 3, True)
+    assert entry["difference"] == pytest.approx(0.02)
+    assert entry["standard_error"] == pytest.approx((2 * 0.01**2 / 3) ** 0.5)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import string
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +26,8 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 from nalaformer.cli import main
 from nalaformer.convert.run import LinearizeConfig, run_conversion
 from nalaformer.convert.saving import from_pretrained
+from nalaformer.train.checkpoint import latest_valid_checkpoint, list_checkpoints
+from nalaformer.train.run_folder import RunFolderError
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +117,62 @@ def test_bad_options_are_refused_before_training(tiny_bert_folder, tmp_path, cap
     assert main(["linearize", "--model", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "r3")]) == 1
     assert "nothing is downloaded" in capsys.readouterr().err
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+HOLD_LOCK = """
+import sys, time
+from nalaformer.train.run_folder import claim_run_dir
+with claim_run_dir(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_process_on_the_run_folder_fails_at_once_and_a_killed_holder_leaves_no_lock(
+    tiny_bert_folder, tmp_path
+):
+    run_dir = tmp_path / "run"
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, env=environment
+    )
+    config = tiny_config(tiny_bert_folder, recovery_steps=0)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderError, match=rf"in use by another process \(pid {holder.pid}\)"):
+            run_conversion(config, run_dir, progress=False)
+        assert not (run_dir / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel dropped the lock with the killed holder
+    assert run_conversion(config, run_dir, progress=False)["steps"] == 3
+
+
+def test_a_conversion_killed_mid_run_resumes_from_its_last_checkpoint(tiny_bert_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "nalaformer", "linearize", "--model", str(tiny_bert_folder), "--mixer", "elu",
+            "--run-dir", str(run_dir), "--seq-len", "16", "--words", "8", "--batch-size", "2", "--kl-max-len", "16",
+            "--transfer-steps", "30", "--recovery-steps", "0", "--checkpoint-every", "2", "--no-progress"]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    try:
+        deadline = time.monotonic() + 120
+        while not list_checkpoints(run_dir / "checkpoints") and time.monotonic() < deadline:
+            assert process.poll() is None, "the conversion ended before it could be killed"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    checkpoint = latest_valid_checkpoint(run_dir / "checkpoints")
+    assert checkpoint is not None and not (run_dir / "model").exists()
+    done = int(checkpoint.name.split("_")[1])
+    assert 0 < done < 30
+    steps = []
+    config = tiny_config(tiny_bert_folder, mixer="elu", transfer_steps=30, recovery_steps=0)
+    run_conversion(config, run_dir, resume=True, progress=False, on_step=lambda step, _: steps.append(step))
+    assert steps[0] == done + 1 and steps[-1] == 30
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 31))
