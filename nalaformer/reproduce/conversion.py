@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,10 @@ def held_out_set(out_dir: str | Path, mode: str) -> HeldOut:
             "probe_chance": 1.0 / len(set(labels)),
             "attention": attention,
         }
-        torch.save(embeddings, embeddings_file)
+        # whole or absent, as the JSON beside it: processes evaluating runs side by side may read it
+        partial = embeddings_file.with_suffix(".pt.tmp")
+        torch.save(embeddings, partial)
+        os.replace(partial, embeddings_file)
         write_json(teacher, cache)
     embeddings = torch.load(embeddings_file)
     return HeldOut(plays, texts, labels, tokenizer, first.seq_len, folds, embeddings, attention_batch, teacher)

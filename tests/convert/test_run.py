@@ -176,3 +176,28 @@ def test_a_conversion_killed_mid_run_resumes_from_its_last_checkpoint(tiny_bert_
     assert steps[0] == done + 1 and steps[-1] == 30
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 31))
+
+
+@pytest.mark.parametrize("case", ["unknown architecture", "head width the mixer cannot take"])
+def test_a_model_the_converter_cannot_take_fails_before_anything_is_written(tiny_bert_folder, tmp_path, capsys, case):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    folder = tmp_path / "model"
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_bert_folder)
+    tokenizer.save_pretrained(folder)
+    if case == "unknown architecture":
+        config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=1, n_heads=4, hidden_dim=64)
+        DistilBertModel(config).save_pretrained(folder)
+        mixer, expected = "nala", "is an attention the converter does not know"
+    else:
+        # head width 3: PolaFormer splits each value head in two
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=12, num_hidden_layers=1, num_attention_heads=4,
+                            intermediate_size=16)  # fmt: skip
+        BertModel(config).save_pretrained(folder)
+        mixer, expected = "polaformer", "with 4 heads of width 3: mixer 'polaformer'"
+    run_dir = tmp_path / "run"
+    argv = ["linearize", "--model", str(folder), "--mixer", mixer, "--run-dir", str(run_dir), "--no-progress"]
+    assert main(argv) == 1
+    assert expected in capsys.readouterr().err
+    # nothing but the lock file: no config.json that would make the corrected command "already hold a conversion"
+    assert [path.name for path in run_dir.iterdir() if path.name != ".lock"] == []
