@@ -62,6 +62,8 @@ class LinearizeConfig:
         transfer_lr (float), recovery_lr (float): Adam learning rates.
         kl_weight (float): weight of the attention KL in stage 1 (0 = output MSE only).
         kl_max_len (int): inputs up to this many tokens get the KL term.
+        embedding_weight (float): encoders: weight of the pooled sentence-embedding cosine distance added to the
+            stage-2 hidden-state MSE (0 = MSE only).
         lora_rank (int): LoRA rank of stage 2; full_finetune (bool): train every weight instead.
         calibrate (bool): start NaLa's temperature at the median query norm.
         eval_every (int): every ``eval_every``-th play is held out (never used here).
@@ -83,6 +85,7 @@ class LinearizeConfig:
     recovery_lr: float = 1e-3
     kl_weight: float = 1.0
     kl_max_len: int = 64
+    embedding_weight: float = 0.0
     lora_rank: int = 8
     full_finetune: bool = False
     calibrate: bool = True
@@ -99,7 +102,7 @@ class LinearizeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        for name in ("transfer_lr", "recovery_lr", "kl_weight"):
+        for name in ("transfer_lr", "recovery_lr", "kl_weight", "embedding_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -161,7 +164,8 @@ def _check_run_folder(run_dir: Path, config: LinearizeConfig, resume: bool) -> N
         if not resume:
             raise ValueError(f"run folder {str(run_dir)!r} already holds a conversion; pass --resume to continue it "
                              "or choose another folder")  # fmt: skip
-        previous = json.loads(saved.read_text(encoding="utf-8"))
+        # a setting the saved file lacks (written before the setting existed) counts as its default
+        previous = {**dataclasses.asdict(LinearizeConfig()), **json.loads(saved.read_text(encoding="utf-8"))}
         current = dataclasses.asdict(config)
         changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
         if changed:
@@ -316,7 +320,9 @@ def _step(conversion: _Conversion, step: int) -> None:
     if conversion.stage == 1:
         loss, metrics = transfer_loss(conversion.model, batch, kl_weight=config.kl_weight, kl_max_len=config.kl_max_len)
     else:
-        loss, metrics = recovery_loss(conversion.trainable, conversion.teacher, batch)
+        loss, metrics = recovery_loss(
+            conversion.trainable, conversion.teacher, batch, embedding_weight=config.embedding_weight
+        )
     if not torch.isfinite(loss):
         raise FloatingPointError(f"stage {conversion.stage} loss is {float(loss)} at step {step}")
     conversion.optimizer.zero_grad(set_to_none=True)

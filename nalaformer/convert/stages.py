@@ -88,10 +88,22 @@ def _valid(batch: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return mask.bool()
 
 
+def pooled_embeddings(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden [B, T, C]`` over real tokens (``valid [B, T]``), L2-normalised: ``[B, C]`` (the sentence
+    embedding of all-MiniLM-L6-v2 and :func:`nalaformer.convert.evaluate.embed`)."""
+    weight = valid.float().unsqueeze(-1)
+    pooled = (hidden.float() * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+    return F.normalize(pooled, dim=-1)
+
+
 def distillation_loss(
-    student_out: Any, teacher_out: Any, batch: dict[str, torch.Tensor]
+    student_out: Any, teacher_out: Any, batch: dict[str, torch.Tensor], *, embedding_weight: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Next-token KL (models with ``logits``) or relative MSE of ``last_hidden_state``, over real tokens."""
+    """Next-token KL (models with ``logits``) or relative MSE of ``last_hidden_state``, over real tokens.
+
+    For encoders, ``embedding_weight > 0`` adds that multiple of the mean cosine distance between the student's and
+    the teacher's pooled sentence embeddings (:func:`pooled_embeddings`): the quantity the embedding measures compare.
+    """
     if getattr(student_out, "logits", None) is not None:
         valid = _valid(batch, student_out.logits)
         log_p = F.log_softmax(teacher_out.logits.float(), dim=-1)
@@ -100,17 +112,26 @@ def distillation_loss(
         loss = (kl * valid).sum() / valid.sum().clamp_min(1)
         return loss, {"loss": float(loss.detach()), "kl": float(loss.detach())}
     hidden = student_out.last_hidden_state
-    loss = relative_mse(hidden, teacher_out.last_hidden_state.detach(), _valid(batch, hidden))
-    return loss, {"loss": float(loss.detach()), "mse": float(loss.detach())}
+    valid = _valid(batch, hidden)
+    mse = relative_mse(hidden, teacher_out.last_hidden_state.detach(), valid)
+    metrics = {"mse": float(mse.detach())}
+    loss = mse
+    if embedding_weight > 0:
+        teacher_pooled = pooled_embeddings(teacher_out.last_hidden_state.detach(), valid)
+        distance = 1.0 - (pooled_embeddings(hidden, valid) * teacher_pooled).sum(-1).mean()
+        loss = loss + embedding_weight * distance
+        metrics["cosine_distance"] = float(distance.detach())
+    metrics["loss"] = float(loss.detach())
+    return loss, metrics
 
 
 def recovery_loss(
-    student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor]
+    student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor], *, embedding_weight: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage-2 loss of one batch: the converted model distilled towards the teacher's outputs."""
     with torch.no_grad():
         teacher_out = teacher(**batch)
-    return distillation_loss(student(**batch), teacher_out, batch)
+    return distillation_loss(student(**batch), teacher_out, batch, embedding_weight=embedding_weight)
 
 
 def _families(model: nn.Module) -> set[str]:

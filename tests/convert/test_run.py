@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -201,3 +202,14 @@ def test_a_model_the_converter_cannot_take_fails_before_anything_is_written(tiny
     assert expected in capsys.readouterr().err
     # nothing but the lock file: no config.json that would make the corrected command "already hold a conversion"
     assert [path.name for path in run_dir.iterdir() if path.name != ".lock"] == []
+
+
+def test_resume_of_a_run_saved_before_a_setting_existed_takes_the_setting_as_its_default(tiny_bert_folder, tmp_path):
+    config = tiny_config(tiny_bert_folder, recovery_steps=0)
+    run_conversion(config, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["embedding_weight"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    assert run_conversion(config, tmp_path / "run", resume=True, progress=False)["steps"] == 3
+    with pytest.raises(ValueError, match=r"embedding_weight: 0.0 -> 1.0"):
+        run_conversion(dataclasses.replace(config, embedding_weight=1.0), tmp_path / "run", resume=True)

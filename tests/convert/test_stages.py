@@ -117,3 +117,30 @@ def test_converted_decoder_generates_the_same_with_and_without_its_cache(family)
 def test_loading_refuses_a_folder_that_is_not_a_conversion(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"conversion\.json"):
         from_pretrained(tmp_path)
+
+
+def test_embedding_term_is_the_cosine_distance_of_mean_pooled_embeddings():
+    from types import SimpleNamespace
+
+    from nalaformer.convert.stages import distillation_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    batch = {"attention_mask": mask}
+    outputs = SimpleNamespace(last_hidden_state=student), SimpleNamespace(last_hidden_state=teacher)
+    plain, metrics = distillation_loss(*outputs, batch)
+    assert set(metrics) == {"loss", "mse"}
+    weighted, metrics = distillation_loss(*outputs, batch, embedding_weight=0.5)
+    # reference: one passage at a time, its real tokens only
+    distances = []
+    for index in range(3):
+        real = mask[index].bool()
+        s, t = student[index, real].mean(0), teacher[index, real].mean(0)
+        distances.append(1 - torch.nn.functional.cosine_similarity(s, t, dim=0))
+    expected = sum(distances) / 3
+    assert metrics["cosine_distance"] == pytest.approx(float(expected), rel=1e-5)
+    torch.testing.assert_close(weighted, plain + 0.5 * expected)
+    # identical outputs: no distance
+    same, metrics = distillation_loss(outputs[1], outputs[1], batch, embedding_weight=1.0)
+    assert metrics["cosine_distance"] == pytest.approx(0.0, abs=1e-6) and float(same) == pytest.approx(0.0, abs=1e-6)
