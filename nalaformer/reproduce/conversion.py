@@ -47,6 +47,14 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "nala_full": dict(
             transfer_steps=100, recovery_steps=400, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
         ),
+        "nala_full_embed": dict(
+            transfer_steps=100,
+            recovery_steps=300,
+            full_finetune=True,
+            recovery_lr=1e-4,
+            embedding_weight=1.0,
+            checkpoint_every=100,
+        ),
     },
 }
 # the held-out passages are drawn with this seed whatever the conversion seed, so every run sees the same set
@@ -227,14 +235,25 @@ def evaluate_runs(out_dir: str | Path, mode: str, names: list[str] | None = None
         evaluate_run(run, run_dir, held_out)
 
 
-def conversion_section(out_dir: str | Path, mode: str, *, progress: bool = True) -> dict[str, Any]:
+def conversion_section(
+    out_dir: str | Path, mode: str, *, progress: bool = True, finished_only: bool = False
+) -> dict[str, Any]:
     """Run (or reuse) every conversion of ``mode``; write ``results/conversion.json``, ``conversion.md`` and
-    ``conversion.png``."""
+    ``conversion.png``.
+
+    ``finished_only`` reports the conversions already finished in ``out_dir`` and runs none (a partial report, marked
+    ``"complete": false`` and never reused as the section's result).
+    """
     out_dir = Path(out_dir)
     cached = read_json(out_dir / "results" / "conversion.json")
-    if cached is not None and cached.get("mode") == mode:
+    if cached is not None and cached.get("mode") == mode and cached.get("complete", True) and not finished_only:
         return cached
     runs = conversion_runs(out_dir, mode)
+    every = len(runs)
+    if finished_only:
+        runs = [run for run in runs if (out_dir / "conversion" / run.folder / "summary.json").is_file()]
+        if not runs:
+            raise ValueError(f"finished_only: no finished conversion under {str(out_dir / 'conversion')!r}")
     held_out = held_out_set(out_dir, mode)
     rows = []
     for run in runs:
@@ -255,6 +274,7 @@ def conversion_section(out_dir: str | Path, mode: str, *, progress: bool = True)
         "config": {k: v for k, v in dataclasses.asdict(first).items() if k not in ("mixer", "options", "seed")},
         "recipes": RECIPES[mode],
         "rows": rows,
+        "complete": len(runs) == every,
         "command": f"nalaformer reproduce --mode {mode} --sections conversion --out {out_dir}",
     }
     result["summary"] = summarise(result)

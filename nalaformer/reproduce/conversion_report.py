@@ -195,7 +195,8 @@ def conversion_markdown(result: dict[str, Any]) -> str:
         f"{result.get('probe_folds', 5)}-fold cross-validated); chance {100 * result['probe_chance']:.1f} %. CPU s is "
         "the process time of the conversion alone.",
         "",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}`"
+        + ("" if result.get("complete", True) else " (a partial report: the conversions finished so far)"),
         "",
         *_main_table(result, stats),
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import pytest
 import torch
@@ -84,6 +85,15 @@ def test_conversion_section_tiny_mode_writes_the_tables(tmp_path):
         assert (tmp_path / "conversion.png").stat().st_size > 0
     # a second call reuses the cached result instead of converting again
     assert conversion_section(tmp_path, "tiny", progress=False) == result
+    assert result["complete"]
+    # a partial report of the finished conversions only: converts nothing, is marked, and is not reused
+    (tmp_path / "partial" / "conversion").mkdir(parents=True)
+    for name in ("tiny_teacher", "nala-seed0"):
+        shutil.copytree(tmp_path / "conversion" / name, tmp_path / "partial" / "conversion" / name)
+    partial = conversion_section(tmp_path / "partial", "tiny", progress=False, finished_only=True)
+    assert [(row["name"], row["seed"]) for row in partial["rows"]] == [("nala", 0)] and not partial["complete"]
+    assert "partial report" in (tmp_path / "partial" / "conversion.md").read_text()
+    assert not (tmp_path / "partial" / "conversion" / "elu-seed0").exists()
 
 
 def test_verdict_needs_the_difference_beyond_twice_its_standard_error():
