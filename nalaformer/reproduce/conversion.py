@@ -47,14 +47,6 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "nala_full": dict(
             transfer_steps=100, recovery_steps=400, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
         ),
-        "nala_full_embed": dict(
-            transfer_steps=100,
-            recovery_steps=300,
-            full_finetune=True,
-            recovery_lr=1e-4,
-            embedding_weight=1.0,
-            checkpoint_every=100,
-        ),
     },
 }
 # the held-out passages are drawn with this seed whatever the conversion seed, so every run sees the same set

