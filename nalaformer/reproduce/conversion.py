@@ -169,7 +169,7 @@ def held_out_set(out_dir: str | Path, mode: str) -> HeldOut:
         torch.save(embeddings, partial)
         os.replace(partial, embeddings_file)
         write_json(teacher, cache)
-    embeddings = torch.load(embeddings_file)
+    embeddings = torch.load(embeddings_file, weights_only=True)
     return HeldOut(plays, texts, labels, tokenizer, first.seq_len, folds, embeddings, attention_batch, teacher)
 
 
