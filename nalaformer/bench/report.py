@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from nalaformer.reporting import load_pyplot, markdown_table
+from nalaformer.reporting import load_pyplot, markdown_table, save_figure
 
 
 def _cpu_model() -> str:
@@ -244,10 +244,7 @@ def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
                 axis.legend(fontsize=8)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
 
 
 def plot_series(
@@ -268,7 +265,4 @@ def plot_series(
     axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)

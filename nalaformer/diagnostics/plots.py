@@ -20,17 +20,7 @@ import numpy as np
 
 from nalaformer.diagnostics.analysis import LayerAnalysis
 from nalaformer.diagnostics.entropy import pearson
-from nalaformer.reporting import load_pyplot
-
-
-def _save(figure, path: str | Path) -> Path:
-    plt = load_pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+from nalaformer.reporting import load_pyplot, save_figure
 
 
 def plot_controlled_study(study: dict[str, Any], path: str | Path) -> Path:
@@ -62,7 +52,7 @@ def plot_controlled_study(study: dict[str, Any], path: str | Path) -> Path:
     right.set_ylabel("exponent p(||q||)")
     right.set_title("NaLa exponent p = lam (tau + tanh(||q|| / T))")
     right.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _panels(analyses: Sequence[LayerAnalysis], max_panels: int) -> list[tuple[LayerAnalysis, int]]:
@@ -130,7 +120,7 @@ def plot_entropy_vs_norm(
             axis.tick_params(labelsize=7)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_exponent_histogram(sweep: dict[str, Any], path: str | Path) -> Path:
@@ -157,7 +147,7 @@ def plot_exponent_histogram(sweep: dict[str, Any], path: str | Path) -> Path:
         axis.set_ylabel("queries")
         axis.legend(fontsize=7)
     figure.suptitle("NaLa exponent on the captured queries (temperature applied post hoc)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_top_pair_products(layer: LayerAnalysis, path: str | Path, *, unit: int = 0) -> Path:
@@ -183,7 +173,7 @@ def plot_top_pair_products(layer: LayerAnalysis, path: str | Path, *, unit: int 
         axis.set_xlabel("dimension d")
         axis.set_ylabel("q_d k_d")
     figure.suptitle(f"Top (q, k) pair per row: {layer.name} {layer.units[unit]}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_same_sign_fraction(analyses: Sequence[LayerAnalysis], path: str | Path) -> Path:
@@ -204,4 +194,4 @@ def plot_same_sign_fraction(analyses: Sequence[LayerAnalysis], path: str | Path)
     axis.set_ylabel("same-sign fraction of the top (q, k) pair")
     axis.set_title("Sign agreement of the most similar key (paper Fig. 3)")
     axis.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)

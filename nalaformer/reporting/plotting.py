@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 PLOT_EXTRA_HINT = "pip install 'nalaformer[plot]' (or pip install matplotlib)"
@@ -22,3 +23,13 @@ def load_pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out ``figure``, write it to ``path`` (creating its folder) and close it; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    load_pyplot().close(figure)
+    return path

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from nalaformer.reporting import load_pyplot
+from nalaformer.reporting import load_pyplot, save_figure
 from nalaformer.reproduce.boundary_stats import call_best
 from nalaformer.reproduce.results import fmt, table_lines
 
@@ -69,11 +69,7 @@ def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
     for axis in list(axes.flat)[len(mixers) :]:
         axis.axis("off")
     figure.suptitle("MQAR validation accuracy (mean over seeds)", fontsize=10)
-    figure.tight_layout()
-    name = "recall_heatmaps.png"
-    figure.savefig(Path(out_dir) / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "recall_heatmaps.png").name
 
 
 def figure_frontier(out_dir: Path, grid: dict[str, Any]) -> str | None:
@@ -115,11 +111,7 @@ def figure_frontier(out_dir: Path, grid: dict[str, Any]) -> str | None:
         axis.set_ylabel("MQAR accuracy")
         axis.set_title(f"T={seq_len}, {pairs} key-value pairs", fontsize=9)
     axes[0][0].legend(fontsize=6, ncol=2)
-    figure.tight_layout()
-    name = "recall_frontier.png"
-    figure.savefig(Path(out_dir) / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "recall_frontier.png").name
 
 
 def figure_long_range(out_dir: Path, long_range: dict[str, Any]) -> str | None:
@@ -144,11 +136,7 @@ def figure_long_range(out_dir: Path, long_range: dict[str, Any]) -> str | None:
         axis.set_ylabel("validation accuracy")
         seeds = min(s["n"] for s in stats)
         axis.set_title(f"{name} (T={entry['seq_len']})" + (", one seed" if seeds < 2 else f", {seeds} seeds"))
-    figure.tight_layout()
-    name = "long_range.png"
-    figure.savefig(Path(out_dir) / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "long_range.png").name
 
 
 def boundary_figures(out_dir: Path, grid: dict[str, Any] | None, long_range: dict[str, Any] | None) -> dict:

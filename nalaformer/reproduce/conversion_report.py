@@ -246,7 +246,7 @@ def conversion_markdown(result: dict[str, Any]) -> str:
 
 def conversion_plot(result: dict[str, Any], path: str | Path) -> Path | None:
     """Bar charts (mean ± std over seeds) of cosine, Spearman, top-10 and probe per map; None without matplotlib."""
-    from nalaformer.reporting import load_pyplot
+    from nalaformer.reporting import load_pyplot, save_figure
 
     try:
         plt = load_pyplot()
@@ -275,8 +275,4 @@ def conversion_plot(result: dict[str, Any], path: str | Path) -> Path | None:
     counts = sorted({len(stats[name]["seeds"]) for name in names})
     seeds = "/".join(map(str, counts))
     figure.suptitle(f"{result['teacher']} converted: mean ± std over {seeds} seed(s) per map")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from nalaformer.reporting import load_pyplot
+from nalaformer.reporting import load_pyplot, save_figure
 from nalaformer.reproduce.boundary_report import boundary_figures, boundary_lines
 from nalaformer.reproduce.claims import SATURATION_TANH
 from nalaformer.reproduce.jobs import run_dir
@@ -62,11 +62,7 @@ def _figure_scatter(out_dir: Path, results: dict[str, Any], seed: int) -> str | 
     for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
     figure.suptitle("Trained models, first attention block: entropy vs query norm")
-    figure.tight_layout()
-    name = "trained_entropy_vs_query_norm.png"
-    figure.savefig(out_dir / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "trained_entropy_vs_query_norm.png").name
 
 
 def _figure_exponents(out_dir: Path, results: dict[str, Any], seed: int) -> str | None:
@@ -88,11 +84,7 @@ def _figure_exponents(out_dir: Path, results: dict[str, Any], seed: int) -> str 
     axis.set_ylabel("queries")
     axis.set_title("NaLa's exponent in trained models (first block)")
     axis.legend()
-    figure.tight_layout()
-    name = "nala_exponent_histogram.png"
-    figure.savefig(out_dir / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "nala_exponent_histogram.png").name
 
 
 def accuracy_axis(entry: dict[str, Any]) -> dict[str, Any]:
@@ -131,11 +123,7 @@ def _figure_accuracy(out_dir: Path, results: dict[str, Any]) -> str | None:
         axis.set_ylim(*layout["ylim"])
         better = "higher" if entry["higher_is_better"] else "lower"
         axis.set_title(f"{name}: {entry['metric']} ({better} is better)\n{layout['note']}", fontsize=9)
-    figure.tight_layout()
-    name = "accuracy.png"
-    figure.savefig(out_dir / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "accuracy.png").name
 
 
 def _figure_curves(out_dir: Path, results: dict[str, Any]) -> str | None:
@@ -155,11 +143,7 @@ def _figure_curves(out_dir: Path, results: dict[str, Any]) -> str | None:
         axis.set_xlabel("step")
         axis.set_title(f"{name}: {entry['metric']} during training (mean over seeds)", fontsize=9)
         axis.legend(fontsize=6, ncol=2)
-    figure.tight_layout()
-    name = "curves.png"
-    figure.savefig(out_dir / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "curves.png").name
 
 
 def _figure_controlled(out_dir: Path) -> str | None:
@@ -203,11 +187,7 @@ def _figure_efficiency(out_dir: Path, results: dict[str, Any]) -> str | None:
     axis.set_ylabel("forward+backward time (ms)")
     axis.set_title("Attention operators on this CPU (B=1, H=4, D=64, fp32)")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    name = "efficiency.png"
-    figure.savefig(out_dir / name, dpi=110)
-    plt.close(figure)
-    return name
+    return save_figure(figure, Path(out_dir) / "efficiency.png").name
 
 
 def _section_claims(results: dict[str, Any]) -> list[str]:

@@ -282,12 +282,10 @@ def run_cells(
     thread each, spawned processes; with ``workers <= 1`` one after the other in this process). Returns the records
     in the order of ``cells``; failed cells carry ``error``. With ``train=False`` nothing is trained and only the
     cells that already have a record are returned (a report of a partial run)."""
-    import concurrent.futures
-    import multiprocessing
     import os
 
     from nalaformer.reporting import read_json
-    from nalaformer.reproduce.workers import stop_workers, worker_init
+    from nalaformer.reproduce.workers import map_in_workers
 
     folder = Path(folder)
     records: dict[str, dict[str, Any]] = {}
@@ -324,23 +322,11 @@ def run_cells(
         # the workers inherit these at spawn: freed memory goes back to the system (see training_step_memory)
         os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         try:
-            context = multiprocessing.get_context("spawn")
-            # the study's workers: they ignore Ctrl-C (the study stops them at once) and die with the study
-            pool = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=worker_init, initargs=(1, os.getpid())
-            )
-            try:
-                futures = [pool.submit(_cell_entry, c, str(folder / f"{c.name}.json"), memory) for c in pending]
-                for future in concurrent.futures.as_completed(futures):
-                    record = future.result()
-                    records[record["name"]] = record
-                    if bar is not None:
-                        bar.update(1)
-            except BaseException:
-                stop_workers(pool)
-                raise
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            calls = [(c, str(folder / f"{c.name}.json"), memory) for c in pending]
+            for _, record in map_in_workers(_cell_entry, calls, workers=workers):
+                records[record["name"]] = record
+                if bar is not None:
+                    bar.update(1)
         finally:
             for key, value in saved.items():
                 if value is None:

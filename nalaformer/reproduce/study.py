@@ -3,10 +3,8 @@ report. Each part writes its own JSON as soon as it is done, so an interrupted s
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -20,7 +18,7 @@ import torch
 from nalaformer.reporting import write_json
 from nalaformer.reproduce.jobs import result_path, run_job
 from nalaformer.reproduce.plan import StudyPlan, study_plan
-from nalaformer.reproduce.workers import stop_workers, worker_init
+from nalaformer.reproduce.workers import map_in_workers
 
 # the application-boundary sections (nalaformer.reproduce.boundary), run after the others
 BOUNDARY_SECTIONS = ("recall", "long-range")
@@ -87,17 +85,9 @@ def run_training_jobs(plan: StudyPlan, out_dir: Path, workers: int, progress: bo
     bar = _progress(len(plan.jobs()), progress)
     if bar is not None:
         bar.update(len(plan.jobs()) - len(pending))
-    context = multiprocessing.get_context("spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=worker_init, initargs=(threads, os.getpid())
-    )
+    calls = [(task, mixer, seed, str(out_dir), plan.diagnostic_queries) for task, mixer, seed in pending]
     try:
-        futures = {
-            pool.submit(_job_entry, task, mixer, seed, str(out_dir), plan.diagnostic_queries): (task.name, mixer)
-            for task, mixer, seed in pending
-        }
-        for future in concurrent.futures.as_completed(futures):
-            record = future.result()
+        for (task, mixer, _, _, _), record in map_in_workers(_job_entry, calls, workers=workers, threads=threads):
             if "error" in record:
                 failures.append(record)
                 print(
@@ -105,14 +95,9 @@ def run_training_jobs(plan: StudyPlan, out_dir: Path, workers: int, progress: bo
                     file=sys.stderr,
                 )
             if bar is not None:
-                bar.set_postfix_str("/".join(futures[future]))
+                bar.set_postfix_str(f"{task.name}/{mixer}")
                 bar.update(1)
-    except BaseException:
-        # Ctrl-C (or any error here): stop now instead of waiting for every queued job
-        stop_workers(pool)
-        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     return failures

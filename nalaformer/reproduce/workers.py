@@ -14,11 +14,14 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -64,3 +67,28 @@ def stop_workers(pool: concurrent.futures.ProcessPoolExecutor, grace_seconds: fl
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def map_in_workers(
+    function: Callable[..., Any], calls: Iterable[tuple], *, workers: int, threads: int = 1
+) -> Iterator[tuple[tuple, Any]]:
+    """Run ``function(*args)`` for each ``args`` of ``calls`` in ``workers`` spawned study workers (``threads``
+    intra-op threads each) and yield ``(args, result)`` as each call finishes.
+
+    Ctrl-C, an error in the caller's loop or closing the iterator early stops the pool at once
+    (:func:`stop_workers`): queued calls are cancelled and running ones terminated. ``function`` must be importable
+    by name (spawned processes) and should return its failures as values rather than raise them.
+    """
+    context = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=worker_init, initargs=(threads, os.getpid())
+    )
+    try:
+        futures = {pool.submit(function, *args): args for args in calls}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+    except BaseException:
+        stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
