@@ -74,6 +74,18 @@ def _state_of(cache: Any, layer_idx: int | None, attention_mask: torch.Tensor | 
     return state_layer(cache, layer_idx), key_mask_from(attention_mask, k.shape[1])
 
 
+def _attend_with_cache(
+    layer: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: Any, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[B, T, H, D]`` heads through ``layer``: one recurrent step on its linear state when it decodes with one,
+    else attention over the cached and new keys (the teacher's key/value cache in softmax and transfer modes)."""
+    if layer.decodes_with_state(cache):
+        state, key_mask = _state_of(cache, layer.layer_idx, attention_mask, k)
+        return layer.recurrent(q, k, v, state, key_mask=key_mask), None
+    k, v = _cached(cache, layer.layer_idx, k, v)
+    return layer.attend(q, k, v, scaling=layer.scaling, key_mask=key_mask_from(attention_mask, k.shape[1]))
+
+
 class BertLinearized(LinearizedAttention):
     """BERT-family self-attention with the attention replaced (``query``, ``key``, ``value`` reused)."""
 
@@ -99,13 +111,7 @@ class BertLinearized(LinearizedAttention):
         q = self.query(hidden_states).view(shape)
         k = self.key(hidden_states).view(shape)
         v = self.value(hidden_states).view(shape)
-        if self.decodes_with_state(cache):
-            layer, key_mask = _state_of(cache, self.layer_idx, attention_mask, k)
-            o, weights = self.recurrent(q, k, v, layer, key_mask=key_mask), None
-        else:
-            k, v = _cached(cache, self.layer_idx, k, v)
-            key_mask = key_mask_from(attention_mask, k.shape[1])
-            o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask)
+        o, weights = _attend_with_cache(self, q, k, v, cache, attention_mask)
         return o.reshape(*hidden_states.shape[:-1], -1), weights
 
 
@@ -138,13 +144,7 @@ class GPT2Linearized(LinearizedAttention):
         q, k, v = self.c_attn(hidden_states).split(self.split_size, dim=2)
         shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
         q, k, v = q.view(shape), k.view(shape), v.view(shape)
-        if self.decodes_with_state(cache):
-            layer, key_mask = _state_of(cache, self.layer_idx, attention_mask, k)
-            o, weights = self.recurrent(q, k, v, layer, key_mask=key_mask), None
-        else:
-            k, v = _cached(cache, self.layer_idx, k, v)
-            key_mask = key_mask_from(attention_mask, k.shape[1])
-            o, weights = self.attend(q, k, v, scaling=self.scaling, key_mask=key_mask)
+        o, weights = _attend_with_cache(self, q, k, v, cache, attention_mask)
         o = self.resid_dropout(self.c_proj(o.reshape(*hidden_states.shape[:-1], -1)))
         return o, weights
 

@@ -127,7 +127,7 @@ def task_length(name: str, options: dict[str, Any]) -> int:
 
 def boundary_estimate(mode: str, sections: tuple[str, ...] = ("recall", "long-range"), workers: int = 2) -> dict:
     """The estimate of ``mode``'s sections, per section and in all, without generating any data."""
-    from nalaformer.reproduce.long_range import long_range_plan
+    from nalaformer.reproduce.long_range import long_range_cells, long_range_plan
     from nalaformer.reproduce.recall_grid import recall_grid_plan
 
     parts: dict[str, Any] = {}
@@ -135,23 +135,11 @@ def boundary_estimate(mode: str, sections: tuple[str, ...] = ("recall", "long-ra
         parts["recall"] = estimate(recall_grid_plan(mode).cells(), workers=workers)
     if "long-range" in sections:
         plan = long_range_plan(mode)
-        cells = [
-            Cell(
-                task.name,
-                mixer,
-                plan.width,
-                plan.layers,
-                plan.heads,
-                plan.steps,
-                plan.batch_size,
-                plan.lr,
-                seed,
-                {"seq_len": task_length(task.name, task.options), "val_examples": task.val_examples},
-            )
-            for seed in plan.seeds
+        sizes = {
+            task.name: {"seq_len": task_length(task.name, task.options), "val_examples": task.val_examples}
             for task in plan.tasks
-            for mixer in plan.runs(seed)
-        ]
+        }
+        cells = long_range_cells(plan, sizes)
         parts["long-range"] = estimate(cells, memory=True, workers=workers)
     total = sum(p["cpu_seconds"] for p in parts.values())
     return {

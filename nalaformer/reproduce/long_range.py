@@ -175,8 +175,9 @@ def prepare_task(out_dir: Path, task: LongRangeTask) -> tuple[Path, dict[str, An
     return path, {**info, "seq_len": int(data["train_x"].shape[1])}
 
 
-def long_range_cells(plan: LongRangePlan, prepared: dict[str, tuple[Path, dict[str, Any]]]) -> list[Cell]:
-    """Every (task, mixer, seed) run, seeds outermost."""
+def long_range_cells(plan: LongRangePlan, task_options: dict[str, dict[str, Any]]) -> list[Cell]:
+    """Every (task, mixer, seed) run, seeds outermost; ``task_options[task name]`` are the cells' task options (the
+    prepared data's path and sizes, or only the sizes for an estimate)."""
     return [
         Cell(
             task.name,
@@ -188,7 +189,7 @@ def long_range_cells(plan: LongRangePlan, prepared: dict[str, tuple[Path, dict[s
             plan.batch_size,
             plan.lr,
             seed,
-            {"path": str(prepared[task.name][0]), **prepared[task.name][1]},
+            task_options[task.name],
         )
         for seed in plan.seeds
         for task in plan.tasks
@@ -234,7 +235,7 @@ def long_range_section(
 
     plan = long_range_plan(mode)
     prepared = {task.name: prepare_task(out_dir, task) for task in plan.tasks}
-    cells = long_range_cells(plan, prepared)
+    cells = long_range_cells(plan, {name: {"path": str(path), **info} for name, (path, info) in prepared.items()})
     folder = Path(out_dir) / "results" / "long_range"
     records = run_cells(cells, folder, workers=workers, memory=True, progress=progress, train=train)
     done = {r["name"] for r in records}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from nalaformer.reproduce.boundary_report import boundary_lines, recall_best_rows
@@ -88,7 +86,7 @@ def test_seed_subsets_keep_the_first_seed_everywhere_and_the_later_seeds_where_a
         RecallGridPlan(((32, 4),), (16,), ("nala",), (0,), 1, 8, 1e-3, 32, 8, 8, seed_widths=(64,))
     task = LongRangeTask("listops", 8, 8)
     plan = LongRangePlan((task,), ("softmax", "nala", "elu"), (0, 1), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("nala",))
-    cells = long_range_cells(plan, {"listops": (Path("x.pt"), {"seq_len": 16})})
+    cells = long_range_cells(plan, {"listops": {"path": "x.pt", "seq_len": 16}})
     assert [(c.mixer, c.seed) for c in cells] == [("softmax", 0), ("nala", 0), ("elu", 0), ("nala", 1)]
     with pytest.raises(ValueError, match="seeded_mixers"):
         LongRangePlan((task,), ("nala",), (0,), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("relu",))

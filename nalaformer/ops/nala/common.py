@@ -143,16 +143,20 @@ def rotation_table(rope: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype, 
     return table.unsqueeze(0) if table.dim() == 2 else table
 
 
+def _complex_layout(x: torch.Tensor, table: torch.Tensor, conjugate: bool) -> tuple[tuple[int, ...], torch.Tensor]:
+    """The shape that views ``x [B, H, t, F]`` as complex pairs per ``2 * half`` block, and ``table`` broadcast to it
+    (conjugated for the transpose)."""
+    batch, heads, length, features = x.shape
+    half = table.shape[-1]
+    factor = table[:, None, :, None, :]
+    return (batch, heads, length, features // (2 * half), half, 2), factor.conj() if conjugate else factor
+
+
 def rotate(x: torch.Tensor, table: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
     """Rotate the interleaved pairs of every ``2 * half``-sized block of contiguous ``x [B, H, t, F]`` by the angles
     of ``table [1 or B, t, half]`` (by their negatives with ``conjugate``: the transpose, for gradients); a new
     tensor. A table as wide as the features (``half = F / 2``: :func:`rotation_table` with ``blocks``) is fastest."""
-    batch, heads, length, features = x.shape
-    half = table.shape[-1]
-    shape = (batch, heads, length, features // (2 * half), half, 2)
-    factor = table[:, None, :, None, :]
-    if conjugate:
-        factor = factor.conj()
+    shape, factor = _complex_layout(x, table, conjugate)
     out = torch.empty_like(x)
     torch.mul(torch.view_as_complex(x.view(shape)), factor, out=torch.view_as_complex(out.view(shape)))
     return out
@@ -162,12 +166,7 @@ def add_rotated(out: torch.Tensor, x: torch.Tensor, table: torch.Tensor, conjuga
     """``out += rotate(x, table, conjugate)`` in one complex multiply-add, for contiguous ``out`` and ``x`` ``[B, H,
     t, F]`` (no rotated temporary: the backward adds rotated numerator gradients to the denominator's); returns
     ``out``."""
-    batch, heads, length, features = x.shape
-    half = table.shape[-1]
-    shape = (batch, heads, length, features // (2 * half), half, 2)
-    factor = table[:, None, :, None, :]
-    if conjugate:
-        factor = factor.conj()
+    shape, factor = _complex_layout(x, table, conjugate)
     torch.view_as_complex(out.view(shape)).addcmul_(torch.view_as_complex(x.view(shape)), factor)
     return out
 
