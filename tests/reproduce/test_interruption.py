@@ -81,7 +81,7 @@ def test_ctrl_c_stops_the_study_at_once_terminating_its_workers(tmp_path):
     try:
         # what a terminal's Ctrl-C does: SIGINT to the whole process group
         os.killpg(process.pid, signal.SIGINT)
-        _, error = process.communicate(timeout=60)
+        _, error = process.communicate(timeout=180)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
