@@ -21,6 +21,9 @@ MAPS = [
     ("nala_gated_deltanet", {"lam": 2.0}),
     ("nala_gated_deltanet", {"lam": 1.0}),
     ("nala_gated_deltanet", {"lam": 3.0, "inhibit": "none"}),
+    ("deltanet", {}),
+    ("nala_deltanet", {"lam": 3.0}),
+    ("nala_deltanet", {"lam": 1.0}),
 ]
 
 

@@ -19,18 +19,21 @@ from nalaformer.layers.delta import _delta_builder
 from nalaformer.layers.registry import register_attention
 
 VARIANTS = {
-    # NaLa+DN / NaLa+GDN with the earlier unnormalised read-out
-    "nala_deltanet_rawq": (False, {"query_norm": "none"}),
-    "nala_gated_deltanet_rawq": (True, {"query_norm": "none"}),
-    # beta in (0, 2): negative eigenvalues of the transition
-    "nala_gated_deltanet_negeig": (True, {"allow_neg_eigval": True}),
-    # NaLa's maps with the running per-head norm temperature
-    "nala_gated_deltanet_running_t": (True, {"temperature": "running"}),
+    # the released exponent scale lambda = 3, the NaLa delta mixers' default before lambda = 1
+    "nala_deltanet_lam3": (False, {"lam": 3.0}),
+    "nala_gated_deltanet_lam3": (True, {"lam": 3.0}),
+    # NaLa+DN / NaLa+GDN (lambda = 3) with the earlier unnormalised read-out
+    "nala_deltanet_rawq": (False, {"query_norm": "none", "lam": 3.0}),
+    "nala_gated_deltanet_rawq": (True, {"query_norm": "none", "lam": 3.0}),
+    # beta in (0, 2): negative eigenvalues of the transition (lambda = 3)
+    "nala_gated_deltanet_negeig": (True, {"allow_neg_eigval": True, "lam": 3.0}),
+    # NaLa's maps (lambda = 3) with the running per-head norm temperature
+    "nala_gated_deltanet_running_t": (True, {"temperature": "running", "lam": 3.0}),
     # NaLa's maps with a smaller lambda (key power lambda, query exponent lambda (tau + tanh(||q||)))
     "nala_gated_deltanet_lam2": (True, {"lam": 2.0}),
     "nala_gated_deltanet_lam1": (True, {"lam": 1.0}),
-    # keep positive parts only: features of width D, the state size of Gated DeltaNet
-    "nala_gated_deltanet_halfstate": (True, {"inhibit": "none"}),
+    # keep positive parts only (lambda = 3): features of width D, the state size of Gated DeltaNet
+    "nala_gated_deltanet_halfstate": (True, {"inhibit": "none", "lam": 3.0}),
 }
 
 
