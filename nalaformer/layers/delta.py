@@ -14,11 +14,26 @@ DeltaNet. Here the four share one mixer in the shared block (fused ``q, k, v, g`
 
 Why the query norm matters here and not in NaLa's linear attention: normalised linear attention divides the read-out
 by ``phi_q · sum(phi_k)``, so the scale of ``phi_q`` cancels; the delta rule reads ``o_t = S_tᵀ phi_q / sqrt(F)``
-with nothing to cancel it. NaLa's ``phi_q = |q / ||q|| |^p`` (sign split, ``p`` near 4.5) has a norm of about
-``D^((1 - p) / 2)``: 0.027 at head size 32 for random queries, where ``l2norm(silu(q))`` has exactly 1, so the
-unnormalised NaLa read-out is ~40x smaller than DeltaNet's, drowns in the output LayerNorm's epsilon and hands the
+with nothing to cancel it. NaLa's ``phi_q = |q / ||q|| |^p`` (sign split, ``p`` near 4.5 at ``lam = 3``) has a norm
+of about ``D^((1 - p) / 2)``: 0.027 at head size 32 for random queries, where ``l2norm(silu(q))`` has exactly 1, so
+the unnormalised NaLa read-out is ~40x smaller than DeltaNet's, drowns in the output LayerNorm's epsilon and hands the
 output scale to ``p``. With ``query_norm="l2"`` the map keeps its job (which state directions a query reads, sharper for
 a larger ``p``) and the read-out has DeltaNet's scale. ``query_norm="none"`` is the earlier construction.
+
+Why NaLa+DN / NaLa+GDN default to ``lam = 1`` (:data:`NALA_DELTA_LAM`) and not the released vision code's 3: after
+the L2 normalisation only the *direction* of the features is left, and ``lam`` sets how concentrated it is (key power
+``lam``, query exponent ``lam (tau + tanh(||q||))``). The delta rule stores one value per key direction and overwrites
+along ``k_t``, so keys that share their few large coordinates interfere: it wants spread keys. Measured as the
+participation ratio ``1 / sum_i w_i^2``, ``w = phi^2 / ||phi||^2`` (how many of the ``F`` feature dimensions a
+vector uses) at initialisation on MQAR's width, ``lam = 3`` spreads queries and keys over about 2.4 and 3.2 of
+``F = 64`` dimensions, against 9.3 and 9.0 of 32 for DeltaNet's ``l2norm(silu(·))``; ``lam = 1`` gives 7.9 and
+11.9 (``benchmarks/norm_temperature/delta_features.py``). On MQAR at the study's full-mode setting NaLa+GDN with
+``lam = 3`` left seed 0 at 0.28 accuracy, where ``lam = 1`` ended at 1.000 on seeds 0, 1 and 2 (README, *Norm
+temperature and the NaLa delta rule*). NaLa+DN shares the default because it receives the same features (same map,
+projections and convolution; only ``beta`` and the decay differ); its training with ``lam = 1`` is not measured yet.
+The map is otherwise NaLa's (sign split, norm-aware query exponent, now in [0.5, 1.5)); ``lam=3.0`` gives the
+released exponents. ``lam`` has no parameter, so a model trained with the earlier default loads without error under
+the new one but computes a different map: build it with ``lam=3.0`` (e.g. in the LM config's ``mixer_options``).
 
 Differences from the released DeltaNet layers: the output norm is the shared block's LayerNorm over all heads (theirs
 is a per-head RMSNorm), so comparisons with the other mixers differ only in the token mixing; no RoPE.
@@ -195,6 +210,8 @@ class DeltaRuleAttention(AttentionBlock):
         )
 
 
+NALA_DELTA_LAM = 1.0  # NaLa+DN / NaLa+GDN's default exponent scale (spread features, see the module docstring)
+
 _DELTA_OPTIONS = {"conv_size", "allow_neg_eigval", "chunk_size", "lepe", "gate", "lepe_kernel_size", "qkv_bias", "rope"}
 _NALA_OPTIONS = {"lam", "tau", "temperature", "inhibit", "alpha", "eps"}
 # the NaLa variants' read-out scale (see the module docstring); DeltaNet's own map is always L2-normalised
@@ -210,6 +227,8 @@ def _delta_builder(name: str, *, gated: bool, nala: bool):
                 f"unknown option(s) {sorted(unknown)} for attention {name!r}; accepted: {sorted(accepted)}"
             )
         own = {key: options.pop(key) for key in _NALA_OPTIONS & set(options)}
+        if nala:
+            own.setdefault("lam", NALA_DELTA_LAM)
         heads = {"num_heads": num_heads, "head_dim": dim // max(num_heads, 1)}
         feature_map = NaLaFeatureMap(**own, **heads) if nala else SiluL2FeatureMap()
         return DeltaRuleAttention(
@@ -225,8 +244,8 @@ _NALA = "Meng et al., NaLaFormer, arXiv 2506.21137 (§4.4, Table 4)"
 for _name, _gated, _nala, _paper, _summary in [
     ("deltanet", False, False, _DELTANET, "delta rule S(I - beta k kᵀ) + beta k vᵀ; l2norm(silu(.)) q, k"),
     ("gated_deltanet", True, False, _GATED_DELTANET, "delta rule with data-dependent decay alpha_t; l2norm(silu)"),
-    ("nala_deltanet", False, True, _NALA, "NaLa+DN: DeltaNet with NaLa's query map and l2-normalised NaLa keys"),
-    ("nala_gated_deltanet", True, True, _NALA, "NaLa+GDN: Gated DeltaNet with NaLa's maps (keys l2-normalised)"),
+    ("nala_deltanet", False, True, _NALA, "NaLa+DN: DeltaNet with NaLa's maps, lambda = 1, unit q, k"),
+    ("nala_gated_deltanet", True, True, _NALA, "NaLa+GDN: Gated DeltaNet with NaLa's maps, lambda = 1, unit q, k"),
 ]:
     register_attention(
         _name,

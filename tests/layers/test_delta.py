@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from nalaformer.layers import DeltaRuleAttention, DeltaRuleState, MixerState, build_attention
+from nalaformer.layers.delta import NALA_DELTA_LAM
 from nalaformer.ops import nala_key_map, nala_query_map
 from nalaformer.ops.delta import naive_recurrent_delta_rule
 from tests.assertions import assert_close
@@ -29,7 +30,8 @@ def reference_forward(mixer: DeltaRuleAttention, x: torch.Tensor) -> torch.Tenso
     qkv = F.conv1d(F.pad(qkv, (conv.kernel_size[0] - 1, 0)), conv.weight, conv.bias, groups=3 * DIM)
     q, k, v = (t.reshape(batch, seq_len, HEADS, HEAD_DIM) for t in qkv.transpose(1, 2).split(DIM, dim=-1))
     if mixer.feature_map.__class__.__name__ == "NaLaFeatureMap":
-        phi_q, phi_k = nala_query_map(q), nala_key_map(k)
+        lam = mixer.feature_map.lam
+        phi_q, phi_k = nala_query_map(q, lam=lam), nala_key_map(k, lam=lam)
     else:
         phi_q, phi_k = F.silu(q), F.silu(k)
     phi_k = phi_k / phi_k.norm(dim=-1, keepdim=True).clamp_min(1e-6)
@@ -59,10 +61,58 @@ def test_nala_variant_without_query_norm_equals_reference(name):
     assert_close(name, reference_forward(mixer, x), mixer(x), ratio=1e-5)
 
 
+@pytest.mark.parametrize("name", ["nala_deltanet", "nala_gated_deltanet"])
+def test_nala_delta_defaults_to_lambda_one_and_keeps_lambda_an_option(name):
+    """NaLa+DN / NaLa+GDN default to lam = 1 (the linear-attention NaLa keeps the released 3); lam stays an option."""
+    assert NALA_DELTA_LAM == 1.0
+    assert build_attention(name, DIM, HEADS, causal=True).feature_map.lam == 1.0
+    assert build_attention("nala", DIM, HEADS, causal=True).feature_map.lam == 3.0
+    torch.manual_seed(0)
+    released = build_attention(name, DIM, HEADS, causal=True, lam=3.0, chunk_size=4)
+    assert released.feature_map.lam == 3.0
+    x = tokens(seq_len=13)
+    assert_close(name, reference_forward(released, x), released(x), ratio=1e-5)
+
+
+def participation_ratio(features: torch.Tensor) -> torch.Tensor:
+    """How many feature dimensions each vector spreads over: 1 / sum_i w_i^2 with w = phi^2 / ||phi||^2."""
+    weights = features.pow(2) / features.pow(2).sum(-1, keepdim=True)
+    return 1.0 / weights.pow(2).sum(-1)
+
+
+def test_default_lambda_spreads_the_delta_rules_features(monkeypatch):
+    """The reason for the default: at lam = 3 the unit key / query features the delta rule stores and reads use a
+    few of their 2D dimensions (fewer than DeltaNet's l2norm(silu) uses of D); lam = 1 spreads them over more."""
+    import nalaformer.layers.delta as delta_module
+
+    seen = {}
+
+    def spy(q, k, v, beta, **kwargs):
+        seen["q"], seen["k"] = q.detach(), k.detach()
+        kwargs.pop("chunk_size")
+        return naive_recurrent_delta_rule(q, k, v, beta, **kwargs)
+
+    monkeypatch.setattr(delta_module, "delta_rule", spy)
+    spread = {}
+    for name, options in [("gated_deltanet", {}), ("nala_gated_deltanet", {"lam": 3.0}), ("nala_gated_deltanet", {})]:
+        torch.manual_seed(0)
+        build_attention(name, 64, 2, causal=True, **options)(tokens(batch=4, seq_len=32, dim=64))
+        spread[(name, bool(options))] = [float(participation_ratio(seen[t]).mean()) for t in ("q", "k")]
+    deltanet, released, default = (
+        spread[("gated_deltanet", False)],
+        spread[("nala_gated_deltanet", True)],
+        spread[("nala_gated_deltanet", False)],
+    )
+    for i, which in enumerate(("query", "key")):
+        assert released[i] < 0.5 * deltanet[i], (which, released, deltanet)
+        assert default[i] > 2.0 * released[i], (which, default, released)
+
+
 @pytest.mark.parametrize("head_dim", [16, 32])
 def test_nala_delta_reads_the_state_with_deltanets_query_scale(monkeypatch, head_dim):
-    """The delta rule's read-out ``S_tᵀ phi_q`` has no normaliser: NaLa's raw query features (norm ~0.03 at D=32)
-    would read ~40x less than DeltaNet's unit queries. The default L2-normalises them; keys are always unit."""
+    """The delta rule's read-out ``S_tᵀ phi_q`` has no normaliser: NaLa's raw query features (norm ~0.03 at D=32 with
+    the released lam = 3) would read ~40x less than DeltaNet's unit queries. The default L2-normalises them (at any
+    lam); keys are always unit."""
     import nalaformer.layers.delta as delta_module
 
     seen = {}
@@ -74,7 +124,11 @@ def test_nala_delta_reads_the_state_with_deltanets_query_scale(monkeypatch, head
 
     monkeypatch.setattr(delta_module, "delta_rule", spy)
     norms = {}
-    for name, options in [("deltanet", {}), ("nala_deltanet", {}), ("nala_deltanet", {"query_norm": "none"})]:
+    for name, options in [
+        ("deltanet", {}),
+        ("nala_deltanet", {}),
+        ("nala_deltanet", {"query_norm": "none", "lam": 3.0}),
+    ]:
         torch.manual_seed(0)
         build_attention(name, 2 * head_dim, 2, causal=True, **options)(tokens(seq_len=16, dim=2 * head_dim))
         norms[(name, bool(options))] = seen["q"].norm(dim=-1)
