@@ -56,6 +56,8 @@ def _start_endless_study(out: Path) -> subprocess.Popen:
         text=True,
         env=environment,
         start_new_session=True,
+        # a terminal's foreground process: a test run started in the background (``&``) inherits an ignored SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # the worker is training once its run has written its config
     deadline = time.monotonic() + 120

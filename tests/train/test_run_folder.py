@@ -139,12 +139,22 @@ def test_an_unwritable_run_dir_fails_before_data_and_model_are_built(tmp_path, m
     assert "is not writable" in capsys.readouterr().err
 
 
+def _default_sigint() -> None:
+    # a terminal's foreground process: a test run started in the background (``&``) inherits an ignored SIGINT,
+    # and Python keeps an ignored SIGINT ignored, so Ctrl-C could not be simulated there
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_train_prints_one_line_naming_the_checkpoint_and_exits_130(tmp_path):
     run_dir = tmp_path / "run"
     environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     argv = [*IMAGE, "--steps", "100000", "--cpu-threads", "1", "--run-dir", str(run_dir)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "nalaformer", *argv], stderr=subprocess.PIPE, text=True, env=environment
+        [sys.executable, "-m", "nalaformer", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 180
