@@ -80,9 +80,8 @@ def participation_ratio(features: torch.Tensor) -> torch.Tensor:
     return 1.0 / weights.pow(2).sum(-1)
 
 
-def test_default_lambda_spreads_the_delta_rules_features(monkeypatch):
-    """The reason for the default: at lam = 3 the unit key / query features the delta rule stores and reads use a
-    few of their 2D dimensions (fewer than DeltaNet's l2norm(silu) uses of D); lam = 1 spreads them over more."""
+def _spy_on_delta_rule(monkeypatch) -> dict:
+    """Route the delta mixers' op through the naive recurrence and keep the q / k it was given (filled per call)."""
     import nalaformer.layers.delta as delta_module
 
     seen = {}
@@ -93,6 +92,13 @@ def test_default_lambda_spreads_the_delta_rules_features(monkeypatch):
         return naive_recurrent_delta_rule(q, k, v, beta, **kwargs)
 
     monkeypatch.setattr(delta_module, "delta_rule", spy)
+    return seen
+
+
+def test_default_lambda_spreads_the_delta_rules_features(monkeypatch):
+    """The reason for the default: at lam = 3 the unit key / query features the delta rule stores and reads use a
+    few of their 2D dimensions (fewer than DeltaNet's l2norm(silu) uses of D); lam = 1 spreads them over more."""
+    seen = _spy_on_delta_rule(monkeypatch)
     spread = {}
     for name, options in [("gated_deltanet", {}), ("nala_gated_deltanet", {"lam": 3.0}), ("nala_gated_deltanet", {})]:
         torch.manual_seed(0)
@@ -113,16 +119,7 @@ def test_nala_delta_reads_the_state_with_deltanets_query_scale(monkeypatch, head
     """The delta rule's read-out ``S_tᵀ phi_q`` has no normaliser: NaLa's raw query features (norm ~0.03 at D=32 with
     the released lam = 3) would read ~40x less than DeltaNet's unit queries. The default L2-normalises them (at any
     lam); keys are always unit."""
-    import nalaformer.layers.delta as delta_module
-
-    seen = {}
-
-    def spy(q, k, v, beta, **kwargs):
-        seen["q"], seen["k"] = q.detach(), k.detach()
-        kwargs.pop("chunk_size")
-        return naive_recurrent_delta_rule(q, k, v, beta, **kwargs)
-
-    monkeypatch.setattr(delta_module, "delta_rule", spy)
+    seen = _spy_on_delta_rule(monkeypatch)
     norms = {}
     for name, options in [
         ("deltanet", {}),
