@@ -32,8 +32,9 @@ vector uses) at initialisation on MQAR's width, ``lam = 3`` spreads queries and 
 temperature and the NaLa delta rule*). NaLa+DN shares the default because it receives the same features (same map,
 projections and convolution; only ``beta`` and the decay differ); its training with ``lam = 1`` is not measured yet.
 The map is otherwise NaLa's (sign split, norm-aware query exponent, now in [0.5, 1.5)); ``lam=3.0`` gives the
-released exponents. ``lam`` has no parameter, so a model trained with the earlier default loads without error under
-the new one but computes a different map: build it with ``lam=3.0`` (e.g. in the LM config's ``mixer_options``).
+released exponents. ``lam`` has no parameter, so the weights of a model trained with the earlier default load under
+either; what keeps such a model's map is its config: ``NaLaConfig`` records the resolved ``lam`` of every NaLa delta
+mixer it uses, and a config saved before that (no ``mixer_defaults``) is read with :data:`NALA_DELTA_LAM_BEFORE`.
 
 Differences from the released DeltaNet layers: the output norm is the shared block's LayerNorm over all heads (theirs
 is a per-head RMSNorm), so comparisons with the other mixers differ only in the token mixing; no RoPE.
@@ -211,6 +212,8 @@ class DeltaRuleAttention(AttentionBlock):
 
 
 NALA_DELTA_LAM = 1.0  # NaLa+DN / NaLa+GDN's default exponent scale (spread features, see the module docstring)
+NALA_DELTA_LAM_BEFORE = 3.0  # their default before NALA_DELTA_LAM: what configs saved back then were trained with
+NALA_DELTA_MIXERS = ("nala_deltanet", "nala_gated_deltanet")  # the mixers whose default lam changed
 
 _DELTA_OPTIONS = {"conv_size", "allow_neg_eigval", "chunk_size", "lepe", "gate", "lepe_kernel_size", "qkv_bias", "rope"}
 _NALA_OPTIONS = {"lam", "tau", "temperature", "inhibit", "alpha", "eps"}

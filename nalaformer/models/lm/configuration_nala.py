@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from transformers import PretrainedConfig
 
 from nalaformer.layers import list_attentions, mixer_names
+from nalaformer.layers.delta import NALA_DELTA_LAM, NALA_DELTA_LAM_BEFORE, NALA_DELTA_MIXERS
 
 # Named sizes. "tiny" is for unit tests; "small" for CPU experiments (11.5 M parameters without the embedding);
 # "340m" follows the flash-linear-attention 340M lineage the paper's LM table uses (hidden 1024, 24 layers, 16 heads of
@@ -40,6 +41,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The versions of the mixers' defaults (``NaLaConfig.mixer_defaults``): the options a config fills in for the mixers
+# it uses when ``mixer_options`` leaves them unset. 1: before NaLa+DN / NaLa+GDN defaulted to lambda = 1 (they had the
+# released lambda = 3); 2: now. A config saved without ``mixer_defaults`` (written before it existed) is version 1.
+MIXER_DEFAULTS = 2
+_DEFAULT_OPTIONS: dict[int, dict[str, dict[str, Any]]] = {
+    1: {name: {"lam": NALA_DELTA_LAM_BEFORE} for name in NALA_DELTA_MIXERS},
+    2: {name: {"lam": NALA_DELTA_LAM} for name in NALA_DELTA_MIXERS},
+}
+
+
 def _swiglu_width(hidden_size: int) -> int:
     """SwiGLU width ``8/3 * C`` rounded up to a multiple of 256 (64 for small widths), as LLaMA-style models do."""
     multiple = 256 if hidden_size >= 512 else 64
@@ -68,7 +79,12 @@ class NaLaConfig(PretrainedConfig):
             Default: None.
         mixer_options (dict, optional): ``build_attention`` keyword options per mixer name, e.g.
             ``{"nala": {"lam": 3.0}, "softmax": {"rope": False}}``; JSON-serialisable. Default: None (the mixers'
-            defaults).
+            defaults). The config records the options that ``mixer_defaults`` fills in (NaLa+DN / NaLa+GDN's
+            ``lam``) for the mixers it uses, so a saved config rebuilds the same mixers whatever the defaults become.
+        mixer_defaults (int): which defaults fill the options ``mixer_options`` leaves unset: 2, the current ones
+            (NaLa+DN / NaLa+GDN at ``lam = 1``), or 1, those before (``lam = 3``). :meth:`from_dict` and
+            ``from_pretrained`` read a saved config without this field (written before it existed) as 1, so a model
+            trained then keeps its map. Default: 2 (:data:`MIXER_DEFAULTS`).
         max_position_embeddings (int): the longest context (prompt plus generated tokens, padding included) that
             softmax layers accept; linear layers have no limit. Default: 2048.
         rms_norm_eps (float): RMSNorm epsilon. Default: 1e-6.
@@ -95,6 +111,7 @@ class NaLaConfig(PretrainedConfig):
         hybrid_mixer: str = "softmax",
         layer_mixers: list[str] | None = None,
         mixer_options: dict[str, Any] | None = None,
+        mixer_defaults: int = MIXER_DEFAULTS,
         max_position_embeddings: int = 2048,
         rms_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
@@ -111,6 +128,11 @@ class NaLaConfig(PretrainedConfig):
         layer_mixers, mixer_options = _checked_mixers(
             mixer, hybrid_every, hybrid_mixer, layer_mixers, mixer_options, num_hidden_layers
         )
+        if isinstance(mixer_defaults, bool) or mixer_defaults not in _DEFAULT_OPTIONS:
+            raise ValueError(
+                f"mixer_defaults must be one of {sorted(_DEFAULT_OPTIONS)} (1: NaLa+DN / NaLa+GDN at lam = 3, as "
+                f"before lam = 1 became their default; 2: the current defaults), got {mixer_defaults!r}"
+            )
         for name, value in (("rms_norm_eps", rms_norm_eps), ("initializer_range", initializer_range)):
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -124,7 +146,11 @@ class NaLaConfig(PretrainedConfig):
         self.hybrid_every = hybrid_every
         self.hybrid_mixer = hybrid_mixer
         self.layer_mixers = layer_mixers
+        self.mixer_defaults = mixer_defaults
         self.mixer_options = mixer_options
+        # record the filled-in options of the mixers used (and of any named in mixer_options)
+        for name in (set(self.mixer_per_layer) | set(mixer_options)) & set(_DEFAULT_OPTIONS[mixer_defaults]):
+            mixer_options[name] = self.options_for(name)
         self.max_position_embeddings = max_position_embeddings
         self.rms_norm_eps = float(rms_norm_eps)
         self.initializer_range = float(initializer_range)
@@ -147,6 +173,22 @@ class NaLaConfig(PretrainedConfig):
             self.hybrid_mixer if every and (index + 1) % every == 0 else self.mixer
             for index in range(self.num_hidden_layers)
         ]
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """The ``build_attention`` options of mixer ``name``: ``mixer_options[name]`` over the defaults of
+        ``mixer_defaults``."""
+        defaults = _DEFAULT_OPTIONS[getattr(self, "mixer_defaults", MIXER_DEFAULTS)].get(name, {})
+        return {**defaults, **self.mixer_options.get(name, {})}
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> NaLaConfig:
+        """A config from a saved dict (``from_pretrained`` reads ``config.json`` through this); a dict without
+        ``mixer_defaults`` was saved before the field existed and is read with the defaults of then (1)."""
+        config_dict = dict(config_dict)
+        if "mixer_defaults" in kwargs:
+            config_dict["mixer_defaults"] = kwargs.pop("mixer_defaults")
+        config_dict.setdefault("mixer_defaults", 1)
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def register_for_auto_class(cls, auto_class: Any = "AutoConfig") -> None:

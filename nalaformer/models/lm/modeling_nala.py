@@ -109,7 +109,7 @@ class NaLaDecoderLayer(GradientCheckpointingLayer):
             config.num_attention_heads,
             causal=True,
             layout="1d",
-            **config.mixer_options.get(self.mixer_name, {}),
+            **config.options_for(self.mixer_name),
         )
         self.mlp_norm = NaLaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = NaLaMLP(config.hidden_size, config.intermediate_size)

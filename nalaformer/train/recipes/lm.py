@@ -12,6 +12,8 @@ The data is a text corpus (the embedded Shakespeare plays or any UTF-8 file / di
 
 from __future__ import annotations
 
+import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ from nalaformer.train.run_folder import claim_run_dir
 
 NAME = "lm"
 TOKENIZER_FOLDER = "tokenizer"
+# the built model's own config (a NaLaForCausalLM's NaLaConfig, its mixer options resolved), written into the run
+# folder at the start of a run; a run folder without it was written before it existed
+MODEL_CONFIG_FILE = "model_config.json"
 
 
 @dataclass
@@ -145,9 +150,12 @@ def build_datasets(config: LMRecipeConfig, tokenizer: Any = None) -> LMDatasets:
     return LMDatasets(train_set, val_set, tokenizer.vocab_size, tokenizer, info)
 
 
-def build_model(config: LMModelConfig, *, vocab_size: int, block_size: int) -> nn.Module:
+def build_model(
+    config: LMModelConfig, *, vocab_size: int, block_size: int, mixer_defaults: int | None = None
+) -> nn.Module:
     """The causal LM of ``config``. A Hugging Face model class (one with ``config_class``) is built from its config;
-    any other callable is called with the same keywords."""
+    any other callable is called with the same keywords. ``mixer_defaults``: the ``NaLaConfig.mixer_defaults`` of a
+    saved run (for a config class that takes it, unless ``config.options`` sets it); default the current ones."""
     builder = resolve_callable(config.name, "nalaformer.models")
     kwargs: dict[str, Any] = {
         "vocab_size": vocab_size,
@@ -162,6 +170,8 @@ def build_model(config: LMModelConfig, *, vocab_size: int, block_size: int) -> n
     kwargs.update(parse_options(config.options, "LMModelConfig.options"))
     config_class = getattr(builder, "config_class", None)
     if config_class is not None:
+        if mixer_defaults is not None and "mixer_defaults" in inspect.signature(config_class.__init__).parameters:
+            kwargs.setdefault("mixer_defaults", mixer_defaults)
         return builder(config_class(use_cache=False, **kwargs))
     return builder(**kwargs)
 
@@ -209,7 +219,18 @@ def _run(config: LMRecipeConfig, context, eval_hook: EvalHook | None = None) -> 
     datasets = build_datasets(config)
     if datasets.tokenizer is not None and config.train.run_dir is not None and context.is_main:
         datasets.tokenizer.save(Path(config.train.run_dir) / TOKENIZER_FOLDER)
-    model = build_model(config.model, vocab_size=datasets.vocab_size, block_size=config.data.block_size)
+    # a resumed run is rebuilt with the mixer defaults it was trained with (a run folder from before they were
+    # recorded: the defaults of then, e.g. NaLa+DN / NaLa+GDN at lam = 3)
+    resumed = _resumed_run_dir(config.train)
+    model = build_model(
+        config.model,
+        vocab_size=datasets.vocab_size,
+        block_size=config.data.block_size,
+        mixer_defaults=None if resumed is None else run_mixer_defaults(resumed),
+    )
+    model_config = getattr(model, "config", None)
+    if config.train.run_dir is not None and context.is_main and hasattr(model_config, "to_json_file"):
+        model_config.to_json_file(Path(config.train.run_dir) / MODEL_CONFIG_FILE, use_diff=False)
     run_config = {
         "recipe": NAME,
         **to_dict(config),
@@ -227,6 +248,31 @@ def _run(config: LMRecipeConfig, context, eval_hook: EvalHook | None = None) -> 
     )
 
 
+def run_mixer_defaults(run_dir: str | Path) -> int:
+    """The ``mixer_defaults`` the model of the saved run ``run_dir`` was built with: its ``model_config.json``'s,
+    or 1 (the defaults before they were recorded) for a run folder without one."""
+    saved = Path(run_dir) / MODEL_CONFIG_FILE
+    if not saved.is_file():
+        return 1
+    return json.loads(saved.read_text(encoding="utf-8")).get("mixer_defaults", 1)
+
+
+def _resumed_run_dir(train_config: TrainConfig) -> Path | None:
+    """The run folder a run continues (that of its ``resume`` checkpoint), or None for a fresh start."""
+    from nalaformer.train.checkpoint import latest_valid_checkpoint
+    from nalaformer.train.runs import find_run_dir
+
+    if train_config.resume is None:
+        return None
+    if train_config.resume != "auto":
+        try:
+            return find_run_dir(train_config.resume)
+        except FileNotFoundError:
+            return None  # not a checkpoint: the engine says so
+    run_dir = Path(train_config.run_dir)
+    return run_dir if latest_valid_checkpoint(run_dir / "checkpoints") is not None else None
+
+
 def rebuild(
     run_dir: str | Path, sections: dict[str, Any], *, with_data: bool = True
 ) -> tuple[LMRecipeConfig, nn.Module, LMDatasets | None, Any]:
@@ -236,7 +282,12 @@ def rebuild(
     tokenizer = None if config.data.name == "mqar" else load_tokenizer(Path(run_dir) / TOKENIZER_FOLDER)
     vocab_size = config.data.mqar_vocab if tokenizer is None else tokenizer.vocab_size
     datasets = build_datasets(config, tokenizer=tokenizer) if with_data else None
-    model = build_model(config.model, vocab_size=vocab_size, block_size=config.data.block_size)
+    model = build_model(
+        config.model,
+        vocab_size=vocab_size,
+        block_size=config.data.block_size,
+        mixer_defaults=run_mixer_defaults(run_dir),
+    )
     return config, model, datasets, tokenizer
 
 
