@@ -125,22 +125,41 @@ def task_length(name: str, options: dict[str, Any]) -> int:
     raise ValueError(f"task_length: task must be listops, pathfinder or pixels, got {name!r}")
 
 
-def boundary_estimate(mode: str, sections: tuple[str, ...] = ("recall", "long-range"), workers: int = 2) -> dict:
-    """The estimate of ``mode``'s sections, per section and in all, without generating any data."""
+def planned_cells(mode: str, sections: tuple[str, ...] = ("recall", "long-range")) -> dict[str, list[Cell]]:
+    """``mode``'s cells per section in the order they run, built from the plans' sizes without generating any data
+    (the long-range cells carry ``seq_len`` and ``val_examples`` instead of a data file)."""
     from nalaformer.reproduce.long_range import long_range_cells, long_range_plan
     from nalaformer.reproduce.recall_grid import recall_grid_plan
 
-    parts: dict[str, Any] = {}
+    cells: dict[str, list[Cell]] = {}
     if "recall" in sections:
-        parts["recall"] = estimate(recall_grid_plan(mode).cells(), workers=workers)
+        cells["recall"] = recall_grid_plan(mode).cells()
     if "long-range" in sections:
         plan = long_range_plan(mode)
         sizes = {
             task.name: {"seq_len": task_length(task.name, task.options), "val_examples": task.val_examples}
             for task in plan.tasks
         }
-        cells = long_range_cells(plan, sizes)
-        parts["long-range"] = estimate(cells, memory=True, workers=workers)
+        cells["long-range"] = long_range_cells(plan, sizes)
+    return cells
+
+
+def boundary_estimate(
+    mode: str,
+    sections: tuple[str, ...] = ("recall", "long-range"),
+    workers: int = 2,
+    *,
+    cells: dict[str, list[Cell]] | None = None,
+) -> dict:
+    """The estimate of ``mode``'s sections, per section and in all, without generating any data; ``cells`` (section
+    -> cells, e.g. a subset of :func:`planned_cells`) replaces the mode's whole plan."""
+    if cells is None:
+        cells = planned_cells(mode, sections)
+    parts: dict[str, Any] = {
+        name: estimate(cells[name], memory=name == "long-range", workers=workers)
+        for name in ("recall", "long-range")
+        if name in sections and name in cells
+    }
     total = sum(p["cpu_seconds"] for p in parts.values())
     return {
         "mode": mode,
@@ -156,6 +175,8 @@ def estimate_lines(result: dict[str, Any]) -> list[str]:
     """The estimate as text: per section the cell count, CPU-seconds per cell (range) and in all, and the wall time."""
     lines = []
     for name, part in result["sections"].items():
+        if not part["cells"]:
+            continue
         low, high = part["per_cell"]
         lines.append(
             f"{name}: {part['cells']} cells of {low:.0f}-{high:.0f} CPU-s, {part['cpu_seconds'] / 60:.0f} CPU-min, "

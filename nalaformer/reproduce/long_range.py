@@ -86,7 +86,9 @@ def long_range_plan(mode: str) -> LongRangePlan:
     estimated from measured step times (``nalaformer.reproduce.boundary_budget``; ``python -m
     nalaformer.reproduce.boundary --mode full --estimate``). With the recall grid's 93 min, full mode of both
     sections comes to about 2.4 hours on 2 quiet cores, inside the 3-hour budget. Every seed of every mixer on every
-    task (72 runs) would not fit beside the grid.
+    task (72 runs) would not fit beside the grid. The runs go task by task, the seeded mixers' three seeds first
+    (:func:`long_range_cells`), pixels first (the one task the map's recipe is known to learn; its cells are the
+    map's pixel cells), then Pathfinder and ListOps.
     """
     if mode == "tiny":
         tasks = (
@@ -116,9 +118,9 @@ def long_range_plan(mode: str) -> LongRangePlan:
         return LongRangePlan(tasks, KEY_MIXERS, (0, 1, 2), 32, 1, 2, 300, 16, 3e-3, seeded_mixers=seeded)
     if mode == "full":
         tasks = (
-            LongRangeTask("listops", 8000, 500, {"min_length": 500, "max_length": 2000}),
-            LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}),
             LongRangeTask("pixels", 8000, 1000, {"prefer": "fashion-mnist"}),
+            LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}),
+            LongRangeTask("listops", 8000, 500, {"min_length": 500, "max_length": 2000}),
         )
         seeded = ("softmax", "nala", "elu")
         return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 1, 2, 300, 16, 3e-3, seeded_mixers=seeded)
@@ -158,11 +160,16 @@ def _generate(task: LongRangeTask) -> dict[str, Any]:
     return {"train_x": train[0], "train_y": train[1], "val_x": val[0], "val_y": val[1], **meta}
 
 
+def task_data_path(out_dir: Path, task: LongRangeTask) -> Path:
+    """Where :func:`prepare_task` keeps ``task``'s data: ``results/long_range_data/<task>-<settings hash>.pt``."""
+    digest = hashlib.sha1(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest()[:10]
+    return Path(out_dir) / "results" / "long_range_data" / f"{task.name}-{digest}.pt"
+
+
 def prepare_task(out_dir: Path, task: LongRangeTask) -> tuple[Path, dict[str, Any]]:
     """Generate ``task``'s data once into ``results/long_range_data/`` (the workers read it); returns the file and
     its description (vocabulary, classes, padding, source, sequence length)."""
-    digest = hashlib.sha1(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest()[:10]
-    path = Path(out_dir) / "results" / "long_range_data" / f"{task.name}-{digest}.pt"
+    path = task_data_path(out_dir, task)
     if path.is_file():
         data = torch.load(path, weights_only=True)
     else:
@@ -176,8 +183,23 @@ def prepare_task(out_dir: Path, task: LongRangeTask) -> tuple[Path, dict[str, An
 
 
 def long_range_cells(plan: LongRangePlan, task_options: dict[str, dict[str, Any]]) -> list[Cell]:
-    """Every (task, mixer, seed) run, seeds outermost; ``task_options[task name]`` are the cells' task options (the
-    prepared data's path and sizes, or only the sizes for an estimate)."""
+    """Every (task, mixer, seed) run, the most informative first: task by task, the mixers that get every seed
+    (``seeded_mixers``) with all seeds, so each task's comparison over seeds is complete before the next starts; then
+    the other mixers with the first seed. ``task_options[task name]`` are the cells' task options (the prepared
+    data's path and sizes, or only the sizes for an estimate)."""
+    seeded = [
+        (task, mixer, seed)
+        for task in plan.tasks
+        for seed in plan.seeds
+        for mixer in plan.mixers
+        if mixer in plan.runs(plan.seeds[-1])
+    ]
+    once = [
+        (task, mixer, plan.seeds[0])
+        for task in plan.tasks
+        for mixer in plan.mixers
+        if mixer not in plan.runs(plan.seeds[-1])
+    ]
     return [
         Cell(
             task.name,
@@ -191,9 +213,7 @@ def long_range_cells(plan: LongRangePlan, task_options: dict[str, dict[str, Any]
             seed,
             task_options[task.name],
         )
-        for seed in plan.seeds
-        for task in plan.tasks
-        for mixer in plan.runs(seed)
+        for task, mixer, seed in seeded + once
     ]
 
 
@@ -227,17 +247,37 @@ def summarise_long_range(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def long_range_section(
-    out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False, train: bool = True
+    out_dir: Path,
+    mode: str,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    train: bool = True,
+    only: set[str] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Prepare the data, train the missing runs into ``results/long_range/``, write ``results/long_range.json``
-    (with ``train=False``: summarise the runs already trained, and list the others as ``not_run``)."""
+    (with ``train=False``: summarise the runs already trained, and list the others as ``not_run``; ``only`` and
+    ``deadline`` as in :func:`nalaformer.reproduce.small_training.run_cells`). A task's data is generated only when
+    one of its cells is to be trained."""
+    from nalaformer.reproduce.boundary_budget import task_length
     from nalaformer.reproduce.small_training import write_summary
 
     plan = long_range_plan(mode)
-    prepared = {task.name: prepare_task(out_dir, task) for task in plan.tasks}
-    cells = long_range_cells(plan, {name: {"path": str(path), **info} for name, (path, info) in prepared.items()})
+    sizes = {task.name: {"seq_len": task_length(task.name, task.options)} for task in plan.tasks}
+    wanted = {c.task for c in long_range_cells(plan, sizes) if train and (only is None or c.name in only)}
+    options = {}
+    for task in plan.tasks:
+        if task.name in wanted or task_data_path(out_dir, task).is_file():
+            path, info = prepare_task(out_dir, task)
+            options[task.name] = {"path": str(path), **info}
+        else:  # nothing of it to train: its finished cells (if any) are matched on the sizes alone
+            options[task.name] = sizes[task.name]
+    cells = long_range_cells(plan, options)
     folder = Path(out_dir) / "results" / "long_range"
-    records = run_cells(cells, folder, workers=workers, memory=True, progress=progress, train=train)
+    records = run_cells(
+        cells, folder, workers=workers, memory=True, progress=progress, train=train, only=only, deadline=deadline
+    )
     done = {r["name"] for r in records}
     result = {
         "mode": mode,

@@ -78,42 +78,45 @@ class RecallGridPlan:
         if self.seed_mixers is not None and not set(self.seed_mixers) <= set(self.mixers):
             raise ValueError(f"RecallGridPlan.seed_mixers={self.seed_mixers} must be among mixers={self.mixers}")
 
-    def _seeded(self, seed: int, width: int, mixer: str) -> bool:
-        if seed == self.seeds[0]:
-            return True
+    def near_frontier(self, width: int, mixer: str) -> bool:
+        """Whether ``(width, mixer)`` gets every seed (``seed_widths`` / ``seed_mixers``; every cell when unset)."""
         return (self.seed_widths is None or width in self.seed_widths) and (
             self.seed_mixers is None or mixer in self.seed_mixers
         )
 
     def cells(self) -> list[Cell]:
-        """Every cell, seeds outermost (a partial run covers the whole grid with the first seed). With
-        ``seed_widths`` / ``seed_mixers`` set, only those widths (the ones near the frontier) and mixers get the seeds
-        after the first: the first seed over the whole grid is the coarse pass that locates the frontier."""
-        return [
-            Cell(
-                "mqar",
-                mixer,
-                width,
-                self.layers,
-                self.heads,
-                self.steps,
-                self.batch_size,
-                self.lr,
-                seed,
-                {
-                    "seq_len": seq_len,
-                    "pairs": pairs,
-                    "vocab": self.vocab,
-                    "train_examples": self.train_examples,
-                    "val_examples": self.val_examples,
-                },
-            )
+        """Every cell, the most informative first, so a run cut short (or one limited by ``--cells`` or
+        ``--max-minutes``) holds whole comparisons: first the cells near the frontier (``seed_widths`` x
+        ``seed_mixers``) with every seed, setting by setting (each setting's comparison over seeds complete before the
+        next one starts); then the first seed alone over the rest of the grid (the coarse pass). Within a setting:
+        seeds, then widths and mixers in the plan's order."""
+        near = [
+            (setting, seed, width, mixer)
+            for setting in self.settings
             for seed in self.seeds
-            for seq_len, pairs in self.settings
             for width in self.widths
             for mixer in self.mixers
-            if self._seeded(seed, width, mixer)
+            if self.near_frontier(width, mixer)
         ]
+        coarse = [
+            (setting, self.seeds[0], width, mixer)
+            for setting in self.settings
+            for width in self.widths
+            for mixer in self.mixers
+            if not self.near_frontier(width, mixer)
+        ]
+        return [self._cell(setting, seed, width, mixer) for setting, seed, width, mixer in near + coarse]
+
+    def _cell(self, setting: tuple[int, int], seed: int, width: int, mixer: str) -> Cell:
+        seq_len, pairs = setting
+        data = {
+            "seq_len": seq_len,
+            "pairs": pairs,
+            "vocab": self.vocab,
+            "train_examples": self.train_examples,
+            "val_examples": self.val_examples,
+        }
+        return Cell("mqar", mixer, width, self.layers, self.heads, self.steps, self.batch_size, self.lr, seed, data)
 
 
 def recall_grid_plan(mode: str) -> RecallGridPlan:
@@ -123,8 +126,7 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     the section's outputs. ``"reduced"`` is the first pass, committed under ``benchmarks/boundary-reduced``: T = 32
     with 4 pairs, widths 16 and 64, four mixers, one seed, 600 steps. ``"map"`` is the measured map committed under
     ``benchmarks/boundary-map``: the same setting and recipe, widths 32 (coarse pass, seed 0) and 64 (near the
-    frontier: seeds 0, 1, 2), the seven :data:`KEY_MIXERS`; 28 cells, about 27 CPU-minutes. Width 64 comes first
-    in each seed, so a pass cut short has the cells near the frontier.
+    frontier: seeds 0, 1, 2), the seven :data:`KEY_MIXERS`; 28 cells, about 27 CPU-minutes.
 
     ``"full"`` (not run yet) sizes the grid for the boundary sections' 3-hour budget on 2 cores, from the step times
     measured at these shapes (``nalaformer.reproduce.boundary_budget``; ``python -m nalaformer.reproduce.boundary
@@ -132,6 +134,10 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     the length axis) x widths 32, 64 x all 12 mixers with seed 0 (72 cells), and seeds 1, 2 for the seven key mixers
     at width 64 (42 cells): 114 cells of 800 steps, 28-251 CPU-s each, about 3.1 CPU-hours, 93 min on 2 workers.
     Not every mixer at every seed: that grid (216 cells) alone would take 5.4 CPU-hours, 2.7 h on 2 workers.
+
+    In both, the cells near the frontier come first, setting by setting with all three seeds
+    (:meth:`RecallGridPlan.cells`): full mode's first 21 cells are the seven key mixers at T = 32, 4 pairs, width 64,
+    seeds 0, 1 and 2, a comparison over seeds on their own.
     """
     if mode == "tiny":
         return RecallGridPlan(((16, 2),), (16,), ("softmax", "nala"), (0,), 2, 8, 3e-3, 16, 32, 16)
@@ -147,7 +153,7 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     if mode == "full":
         settings = ((32, 4), (32, 8), (64, 8))
         return RecallGridPlan(
-            settings, (32, 64), RECALL_MIXERS, (0, 1, 2), 800, 64, 3e-3, 32, 51_200, 256,
+            settings, (64, 32), RECALL_MIXERS, (0, 1, 2), 800, 64, 3e-3, 32, 51_200, 256,
             seed_widths=(64,), seed_mixers=KEY_MIXERS,
         )  # fmt: skip
     raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced, map or full, got {mode!r}")
@@ -200,10 +206,18 @@ def summarise_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def recall_section(
-    out_dir: Path, mode: str, *, workers: int = 1, progress: bool = False, train: bool = True
+    out_dir: Path,
+    mode: str,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    train: bool = True,
+    only: set[str] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Train the grid's missing cells into ``results/recall/`` and write ``results/recall_grid.json`` (with
-    ``train=False``: summarise the cells already trained, and list the others as ``not_run``)."""
+    ``train=False``: summarise the cells already trained, and list the others as ``not_run``; ``only`` and
+    ``deadline`` as in :func:`nalaformer.reproduce.small_training.run_cells`)."""
     from dataclasses import asdict
 
     from nalaformer.reproduce.small_training import write_summary
@@ -211,7 +225,7 @@ def recall_section(
     plan = recall_grid_plan(mode)
     cells = plan.cells()
     folder = Path(out_dir) / "results" / "recall"
-    records = run_cells(cells, folder, workers=workers, progress=progress, train=train)
+    records = run_cells(cells, folder, workers=workers, progress=progress, train=train, only=only, deadline=deadline)
     done = {r["name"] for r in records}
     result = {
         "mode": mode,

@@ -269,6 +269,43 @@ def _cell_entry(cell: Cell, path: str, memory: bool) -> dict[str, Any]:
     return record
 
 
+def _same_recipe(saved: Any, cell: Cell) -> bool:
+    """Whether a record's ``cell`` is ``cell``: every field equal, and the data settings both name equal (the data
+    file's ``path`` aside: a folder may be moved; an estimate's cells carry only the sizes)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("data"), dict):
+        return False
+    planned = asdict(cell)
+    if any(saved.get(key) != value for key, value in planned.items() if key != "data"):
+        return False
+    shared = (set(saved["data"]) & set(cell.data)) - {"path"}
+    return all(saved["data"][key] == cell.data[key] for key in shared)
+
+
+def finished_record(path: Path, cell: Cell) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` when ``path`` holds a finished run of ``cell``, else ``(None, why)`` (``why`` is ``None``
+    when there is no file). Not trusted, so the cell is trained again: a file that does not parse (cut while it was
+    written or copied), a record without a finite accuracy, and a record of another recipe (a folder of another mode,
+    or a plan changed since)."""
+    import json
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    try:
+        record = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, f"not a whole JSON file ({type(error).__name__})"
+    if not isinstance(record, dict) or record.get("name") != cell.name:
+        return None, "not this cell's record"
+    accuracy = record.get("accuracy")
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
+        return None, "no finite accuracy"
+    if not _same_recipe(record.get("cell"), cell):
+        return None, "trained with another recipe than this plan's"
+    return record, None
+
+
 def run_cells(
     cells: list[Cell],
     folder: Path,
@@ -277,36 +314,57 @@ def run_cells(
     memory: bool = False,
     progress: bool = False,
     train: bool = True,
+    only: set[str] | None = None,
+    deadline: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Every cell's record, training those without ``folder/<cell.name>.json`` yet, ``workers`` at a time (one
-    thread each, spawned processes; with ``workers <= 1`` one after the other in this process). Returns the records
-    in the order of ``cells``; failed cells carry ``error``. With ``train=False`` nothing is trained and only the
-    cells that already have a record are returned (a report of a partial run)."""
-    import os
+    """Every finished cell's record, training the cells without a finished record in ``folder/<cell.name>.json``
+    (:func:`finished_record`) in the order of ``cells``, ``workers`` at a time (one thread each, spawned processes;
+    with ``workers <= 1`` one after the other in this process). A finished cell is never trained again, so an
+    interrupted or partial run continues where it stopped. Failed cells come back with ``error`` (and no file).
 
-    from nalaformer.reporting import read_json
+    Args:
+        train: ``False``: train nothing, return the finished records (a report of a partial run).
+        only: when given, train only the cells with these names (the others are read if finished).
+        deadline: a ``time.monotonic()`` value after which no cell starts (running ones finish).
+
+    Returns:
+        the records in the order of ``cells``, for the cells that have one.
+    """
+    import itertools
+    import os
+    import sys
+
     from nalaformer.reproduce.workers import map_in_workers
 
     folder = Path(folder)
     records: dict[str, dict[str, Any]] = {}
     pending = []
     for cell in cells:
-        record = read_json(folder / f"{cell.name}.json")
-        if record is None:
-            pending.append(cell)
-        else:
+        path = folder / f"{cell.name}.json"
+        record, why = finished_record(path, cell)
+        if record is not None:
             records[cell.name] = record
-    if not train:
-        return [records[cell.name] for cell in cells if cell.name in records]
+        elif train and (only is None or cell.name in only):
+            if why is not None:
+                rejected = path.with_name(path.name + ".rejected")
+                print(f"{path}: {why}; training the cell again (the file is kept as {rejected.name})", file=sys.stderr)
+                path.replace(rejected)
+            pending.append(cell)
+
+    def in_time(_: Cell) -> bool:
+        return deadline is None or time.monotonic() < deadline
+
     if pending and workers <= 1:
         # in this process (tests, tiny runs): no start-up cost; the memory figure may miss freed heap memory reused.
         # One thread, as in the workers: small models gain nothing from more, and on a busy machine torch's pool spins
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for cell in pending:
+            for cell in itertools.takewhile(in_time, pending):
                 record = _cell_entry(cell, str(folder / f"{cell.name}.json"), memory)
                 records[record["name"]] = record
+                if progress:
+                    print(f"{cell.name}: {_outcome(record)}", file=sys.stderr, flush=True)
         finally:
             torch.set_num_threads(threads)
     elif pending:
@@ -322,7 +380,7 @@ def run_cells(
         # the workers inherit these at spawn: freed memory goes back to the system (see training_step_memory)
         os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         try:
-            calls = [(c, str(folder / f"{c.name}.json"), memory) for c in pending]
+            calls = ((c, str(folder / f"{c.name}.json"), memory) for c in itertools.takewhile(in_time, pending))
             for _, record in map_in_workers(_cell_entry, calls, workers=workers):
                 records[record["name"]] = record
                 if bar is not None:
@@ -335,7 +393,13 @@ def run_cells(
                     os.environ[key] = value
             if bar is not None:
                 bar.close()
-    return [records[cell.name] for cell in cells]
+    return [records[cell.name] for cell in cells if cell.name in records]
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    if "error" in record:
+        return f"failed ({record['error']})"
+    return f"accuracy {record['accuracy']:.3f}, {record['cpu_seconds']:.0f} CPU-s"
 
 
 def write_summary(result: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -75,18 +75,32 @@ def map_in_workers(
     """Run ``function(*args)`` for each ``args`` of ``calls`` in ``workers`` spawned study workers (``threads``
     intra-op threads each) and yield ``(args, result)`` as each call finishes.
 
-    Ctrl-C, an error in the caller's loop or closing the iterator early stops the pool at once
-    (:func:`stop_workers`): queued calls are cancelled and running ones terminated. ``function`` must be importable
+    ``calls`` is read lazily, one call each time a worker is free, so it may stop early (the boundary sections'
+    ``--max-minutes`` stops handing out cells that way). Ctrl-C, an error in the caller's loop or closing the iterator
+    early stops the pool at once (:func:`stop_workers`): running calls are terminated. ``function`` must be importable
     by name (spawned processes) and should return its failures as values rather than raise them.
     """
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=worker_init, initargs=(threads, os.getpid())
     )
+    queue = iter(calls)
+    running: dict[concurrent.futures.Future, tuple] = {}
+
+    def hand_out() -> None:
+        while len(running) < workers:
+            args = next(queue, None)
+            if args is None:
+                return
+            running[pool.submit(function, *args)] = args
+
     try:
-        futures = {pool.submit(function, *args): args for args in calls}
-        for future in concurrent.futures.as_completed(futures):
-            yield futures[future], future.result()
+        hand_out()
+        while running:
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result()
+            hand_out()
     except BaseException:
         stop_workers(pool)
         raise

@@ -87,7 +87,8 @@ def test_seed_subsets_keep_the_first_seed_everywhere_and_the_later_seeds_where_a
     task = LongRangeTask("listops", 8, 8)
     plan = LongRangePlan((task,), ("softmax", "nala", "elu"), (0, 1), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("nala",))
     cells = long_range_cells(plan, {"listops": {"path": "x.pt", "seq_len": 16}})
-    assert [(c.mixer, c.seed) for c in cells] == [("softmax", 0), ("nala", 0), ("elu", 0), ("nala", 1)]
+    # the seeded mixer with all its seeds first (a whole comparison over seeds), then the others with the first seed
+    assert [(c.mixer, c.seed) for c in cells] == [("nala", 0), ("nala", 1), ("softmax", 0), ("elu", 0)]
     with pytest.raises(ValueError, match="seeded_mixers"):
         LongRangePlan((task,), ("nala",), (0,), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("relu",))
 
@@ -141,3 +142,166 @@ def test_report_only_summarises_the_cells_that_ran_and_lists_the_others(tmp_path
     assert [r["mixer"] for r in partial["rows"]] == [cells[0].mixer] and partial["not_run"] == [cells[1].name]
     text = write_boundary_report(tmp_path, "tiny").read_text()
     assert "Planned cells not run (1;" in text and f"- {cells[1].name}" in text
+
+
+def _fake_run_cell(trained: list[str]):
+    """A stand-in for ``run_cell`` that records which cells were trained and returns a finished record at once."""
+    from dataclasses import asdict
+
+    def run(cell: Cell) -> dict:
+        trained.append(cell.name)
+        return {
+            "cell": asdict(cell),
+            "name": cell.name,
+            "accuracy": 0.5,
+            "state_bytes": 1,
+            "train_seconds": 0.0,
+            "cpu_seconds": 0.0,
+            "seconds_per_step": 0.01,
+            "parameters": 1,
+        }
+
+    return run
+
+
+def test_a_finished_cell_is_not_trained_again_but_a_broken_or_foreign_file_is(tmp_path, monkeypatch):
+    import json
+
+    from nalaformer.reproduce import small_training
+    from nalaformer.reproduce.small_training import run_cells
+
+    trained: list[str] = []
+    monkeypatch.setattr(small_training, "run_cell", _fake_run_cell(trained))
+    cells = recall_grid_plan("tiny").cells()
+    folder = tmp_path / "results" / "recall"
+    first = folder / f"{cells[0].name}.json"
+    run_cells(cells[:1], folder, workers=1)
+    assert trained == [cells[0].name] and first.is_file()
+    records = run_cells(cells, folder, workers=1)
+    assert trained == [cells[0].name, cells[1].name]  # the finished cell is read, not retrained
+    assert [r["name"] for r in records] == [c.name for c in cells]
+    whole = first.read_text()
+    first.write_text(whole[: len(whole) // 2])  # a file cut while it was written or copied
+    run_cells(cells, folder, workers=1)
+    assert trained[2:] == [cells[0].name]
+    assert json.loads(first.read_text())["accuracy"] == 0.5
+    assert (folder / f"{cells[0].name}.json.rejected").read_text() == whole[: len(whole) // 2]
+    record = json.loads(first.read_text())
+    record["cell"]["steps"] += 1  # another recipe under the same name (a folder of another mode)
+    first.write_text(json.dumps(record))
+    run_cells(cells, folder, workers=1)
+    assert trained[3:] == [cells[0].name]
+    run_cells(cells, folder, workers=1)
+    assert len(trained) == 4
+
+
+def test_only_and_deadline_limit_what_is_trained_and_the_rest_is_read(tmp_path, monkeypatch):
+    import time
+
+    from nalaformer.reproduce import small_training
+    from nalaformer.reproduce.small_training import run_cells
+
+    trained: list[str] = []
+    monkeypatch.setattr(small_training, "run_cell", _fake_run_cell(trained))
+    cells = recall_grid_plan("tiny").cells()
+    folder = tmp_path / "recall"
+    assert run_cells(cells, folder, workers=1, deadline=time.monotonic() - 1) == [] and trained == []
+    records = run_cells(cells, folder, workers=1, only={cells[1].name})
+    assert trained == [cells[1].name] and [r["name"] for r in records] == [cells[1].name]
+    assert [r["name"] for r in run_cells(cells, folder, workers=1, train=False)] == [cells[1].name]
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_the_worker_pool_takes_calls_one_at_a_time_so_a_deadline_can_stop_them():
+    from nalaformer.reproduce.workers import map_in_workers
+
+    pulled = []
+
+    def calls():
+        for x in range(6):
+            pulled.append(x)
+            yield (x,)
+
+    results = map_in_workers(_square, calls(), workers=1)
+    assert next(results) == ((0,), 0)
+    results.close()
+    assert pulled == [0, 1] or pulled == [0]  # the next call is taken only when the worker is free
+
+
+def test_full_mode_runs_the_frontier_comparison_first_setting_by_setting():
+    from nalaformer.reproduce.boundary_budget import planned_cells
+    from nalaformer.reproduce.recall_grid import KEY_MIXERS
+
+    plan = recall_grid_plan("full")
+    cells = plan.cells()
+    assert len({c.name for c in cells}) == len(cells) == 114
+    first = cells[: 3 * len(KEY_MIXERS)]
+    assert {(c.data["seq_len"], c.data["pairs"], c.width) for c in first} == {(32, 4, 64)}
+    assert {(c.mixer, c.seed) for c in first} == {(m, s) for m in KEY_MIXERS for s in (0, 1, 2)}
+    near = [c for c in cells if c.width == 64 and c.mixer in KEY_MIXERS]
+    assert cells[: len(near)] == near  # every frontier cell (3 seeds) before the coarse pass
+    assert all(c.seed == 0 for c in cells[len(near) :])
+    long_range = planned_cells("full", ("long-range",))["long-range"]
+    seeded = long_range_plan("full").seeded_mixers
+    assert [(c.task, c.mixer, c.seed) for c in long_range[:9]] == [("pixels", m, s) for s in (0, 1, 2) for m in seeded]
+    assert len(long_range) == 42 and len({c.name for c in long_range}) == 42
+
+
+def test_cells_patterns_select_by_name_and_a_pattern_matching_nothing_is_an_error():
+    from nalaformer.reproduce.boundary import select_cells
+
+    names = [c.name for c in recall_grid_plan("full").cells()]
+    chosen = select_cells(names, "mqar-T32-P4-*-w64-seed2, mqar-T64-P8-nala-w32-seed0")
+    assert len(chosen) == 8 and "mqar-T64-P8-nala-w32-seed0" in chosen
+    with pytest.raises(ValueError, match="--cells: 'mqar-T99-\\*' matches no cell"):
+        select_cells(names, "mqar-T99-*")
+    with pytest.raises(ValueError, match="--cells"):
+        select_cells(names, " , ")
+
+
+def test_list_and_estimate_show_what_is_finished_and_what_is_left(tmp_path, monkeypatch, capsys):
+    from nalaformer.reproduce import small_training
+    from nalaformer.reproduce.boundary import main
+    from nalaformer.reproduce.boundary_budget import boundary_estimate, cell_seconds, planned_cells
+    from nalaformer.reproduce.small_training import run_cells
+
+    monkeypatch.setattr(small_training, "run_cell", _fake_run_cell([]))
+    cells = recall_grid_plan("tiny").cells()
+    run_cells(cells[:1], tmp_path / "results" / "recall", workers=1)
+    assert main(["--mode", "tiny", "--sections", "recall", "--out", str(tmp_path), "--list"]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"done  {cells[0].name}  ~{cell_seconds(cells[0]):.0f} CPU-s",
+        f"todo  {cells[1].name}  ~{cell_seconds(cells[1]):.0f} CPU-s",
+    ]
+    assert main(["--mode", "tiny", "--sections", "recall", "--out", str(tmp_path), "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert f"finished in {tmp_path}: 1; the estimate below is of the 1 left" in out and "tiny mode: 1 cells" in out
+    # the estimate of a subset is the sum of its cells' estimates
+    full = planned_cells("full")
+    subset = {"recall": full["recall"][:5], "long-range": full["long-range"][:2]}
+    expected = sum(cell_seconds(c) for c in subset["recall"]) + sum(
+        cell_seconds(c, memory=True) for c in subset["long-range"]
+    )
+    assert boundary_estimate("full", cells=subset)["cpu_seconds"] == pytest.approx(expected)
+    for bad in (["--max-minutes", "0"], ["--workers", "0"]):
+        with pytest.raises(ValueError, match=bad[0]):
+            main(["--mode", "tiny", "--out", str(tmp_path), *bad])
+
+
+def test_planned_cell_names_are_the_names_the_sections_train(tmp_path, monkeypatch):
+    from nalaformer.reproduce import small_training
+    from nalaformer.reproduce.boundary import run_boundary_sections
+    from nalaformer.reproduce.boundary_budget import planned_cells
+
+    monkeypatch.setattr(small_training, "run_cell", _fake_run_cell([]))
+    results = run_boundary_sections(tmp_path, "tiny", ("recall", "long-range"), only={"listops-T24-nala-w16-seed0"})
+    planned = planned_cells("tiny")
+    assert results["recall_grid"]["not_run"] == [c.name for c in planned["recall"]]
+    assert results["long_range"]["not_run"] == [
+        c.name for c in planned["long-range"] if "listops-T24-nala" not in c.name
+    ]
+    # only the task with a cell to train had its data generated
+    assert [p.name.split("-")[0] for p in (tmp_path / "results" / "long_range_data").iterdir()] == ["listops"]
