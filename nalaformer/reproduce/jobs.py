@@ -82,9 +82,11 @@ def diagnostic_batch(task: TaskPlan, config: Any) -> Any:
 
 
 def measure_spikiness(model: torch.nn.Module, inputs: Any, out: Path, mixer: str, queries: int) -> dict | None:
-    """Entropy vs query norm of the trained model (``nalaformer.diagnostics``); ``None`` for mixers without
-    defined attention weights (the delta rule)."""
+    """Entropy vs query norm of the trained model (``nalaformer.diagnostics``), NaLa's saturated share at the study's
+    one threshold (``claims.SATURATION_TANH``, kept in the record as ``saturation``); ``{"skipped": why}`` for mixers
+    without defined attention weights (the delta rule)."""
     from nalaformer.diagnostics import diagnose
+    from nalaformer.reproduce.claims import SATURATION_TANH
 
     temperatures = (1.0, 2.0, 4.0, 8.0) if mixer.startswith("nala") else ()
     model.eval()
@@ -98,6 +100,7 @@ def measure_spikiness(model: torch.nn.Module, inputs: Any, out: Path, mixer: str
             temperatures=temperatures,
             controlled=False,
             plots=False,
+            saturation=SATURATION_TANH,
         )
     except ValueError as error:
         return {"skipped": str(error)}
@@ -105,7 +108,7 @@ def measure_spikiness(model: torch.nn.Module, inputs: Any, out: Path, mixer: str
     if sweep is not None:
         # the pooled exponents stay in the run's per_query.npz; the record keeps the per-temperature statistics
         sweep = {**sweep, "layers": [{k: v for k, v in layer.items() if k != "exponents"} for layer in sweep["layers"]]}
-    return {"summary": report["summary"], "temperature_sweep": sweep}
+    return {"summary": report["summary"], "temperature_sweep": sweep, "saturation": SATURATION_TANH}
 
 
 def run_job(task: TaskPlan, mixer: str, seed: int, out_dir: str | Path, diagnostic_queries: int) -> dict[str, Any]:

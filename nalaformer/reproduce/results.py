@@ -80,7 +80,16 @@ def _spikiness(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summaries = [r["spikiness"]["summary"] for r in runs if r.get("spikiness") and "summary" in r["spikiness"]]
     if not summaries:
         return {"analysed": False}
+    from nalaformer.reproduce.claims import EARLIER_SATURATION_TANH
+
     out: dict[str, Any] = {"analysed": True}
+    # the tanh level of "saturated" these runs were measured at (None when they differ)
+    levels = {
+        r["spikiness"].get("saturation", EARLIER_SATURATION_TANH)
+        for r in runs
+        if r.get("spikiness") and "summary" in r["spikiness"]
+    }
+    out["saturation_tanh"] = levels.pop() if len(levels) == 1 else None
     for key in LAYER_STATISTICS:
         values = [v for s in summaries for v in _layer_means(s, key)]
         out[key] = _mean(values)

@@ -87,3 +87,38 @@ def test_log_axes_label_only_the_measured_lengths():
     assert isinstance(axis.yaxis.get_minor_formatter(), NullFormatter)
     assert all(not t.get_text() for t in axis.get_yticklabels(minor=True))
     plt.close(figure)
+
+
+def _spikiness_results(level: float) -> dict:
+    spikiness = {
+        "analysed": True,
+        "saturation_tanh": level,
+        "pearson_entropy_q_norm": -0.1,
+        "spearman_entropy_q_norm": -0.1,
+        "pearson_entropy_k_norm": 0.0,
+        "same_sign_fraction_mean": 0.5,
+        "q_norm_mean": 3.0,
+        "exponent_saturated_fraction": 0.9,
+    }
+    norm = {"saturated_fraction": {"mean": 0.5, "std": None, "n": 1}}
+    return {"tasks": {"image": {"mixers": {"nala": {"spikiness": spikiness, "norm": norm}}}}}
+
+
+def test_the_report_states_one_saturation_threshold_the_training_statistics_share():
+    from nalaformer.diagnostics.training import saturation_threshold
+    from nalaformer.reproduce.claims import SATURATION_TANH, exponent_claim, saturation_words
+    from nalaformer.reproduce.report import _section_spikiness
+
+    assert abs(SATURATION_TANH - saturation_threshold(0.5)) < 1e-12  # p within 1% of 4.5, as logged in training
+    assert saturation_words(SATURATION_TANH) == "p within 1.0% of its ceiling 4.5 (tanh(‖q‖) >= 0.985)"
+    assert saturation_words(0.95) == "p within 3.3% of its ceiling 4.5 (tanh(‖q‖) >= 0.950)"
+    results = _spikiness_results(SATURATION_TANH)
+    text = "\n".join(_section_spikiness(results, {}))
+    assert text.count("tanh(‖q‖) >=") == 1 and "(1%)" not in text and text.count("| p saturated |") == 2
+    claim = exponent_claim(results["tasks"])
+    assert claim["ours"] == f"trained NaLa models: 90.0% of queries saturated ({saturation_words(SATURATION_TANH)})"
+    # a folder measured at the earlier level says so, with its own level, in the table's note and the claim
+    earlier = _spikiness_results(0.95)
+    text = "\n".join(_section_spikiness(earlier, {}))
+    assert "measured before the study used that threshold: there saturated means p within 3.3%" in text
+    assert saturation_words(0.95) in exponent_claim(earlier["tasks"])["ours"]

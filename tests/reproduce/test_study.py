@@ -7,6 +7,7 @@ import json
 import pytest
 
 from nalaformer.reproduce import collect_results, run_study, study_plan, write_report
+from nalaformer.reproduce.claims import SATURATION_TANH
 from nalaformer.reproduce.jobs import result_path
 from nalaformer.reproduce.results import compare, fmt
 
@@ -25,6 +26,9 @@ def test_every_planned_run_finished_and_wrote_its_record(study):
     for task, mixer, seed in plan.jobs():
         record = json.loads(result_path(out, task.name, mixer, seed).read_text())
         assert record["steps"] == task.steps and record["mixer"] == mixer
+        if mixer == "nala":  # NaLa's saturated share measured at the study's one threshold
+            assert record["spikiness"]["saturation"] == SATURATION_TANH
+            assert results["tasks"][task.name]["mixers"][mixer]["spikiness"]["saturation_tanh"] == SATURATION_TANH
         assert record["metrics"][task.metric] == results["tasks"][task.name]["mixers"][mixer]["values"][0]
         curve = results["tasks"][task.name]["mixers"][mixer]["curve"]
         # the curve is read from the engine's log; its last point is the run's final validation value
