@@ -50,9 +50,9 @@ def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
     cells = {(r["seq_len"], r["pairs"], r["mixer"], r["width"]): r for r in grid["rows"]}
     columns = min(5, len(mixers))
     rows = math.ceil(len(mixers) / columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(1.0 + 0.9 * len(widths) * columns, 0.9 + 0.55 * len(settings) * rows), squeeze=False
-    )
+    # each cell holds two lines (mean, then ± std or "one seed"); each panel leaves room for its setting labels
+    size = (columns * (1.4 + 0.8 * len(widths)), rows * (1.1 + 0.6 * len(settings)))
+    figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False)
     for axis, mixer in zip(axes.flat, mixers):
         values = np.full((len(settings), len(widths)), np.nan)
         for i, (seq_len, pairs) in enumerate(settings):
@@ -60,7 +60,9 @@ def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
                 entry = cells.get((seq_len, pairs, mixer, width))
                 if entry is not None and entry["mean"] is not None:
                     values[i, j] = entry["mean"]
-                    axis.text(j, i, f"{entry['mean']:.2f}", ha="center", va="center", fontsize=7)
+                    # the seeds behind each cell: a one-seed value has no noise estimate
+                    spread = f"± {entry['std']:.2f}" if entry["std"] is not None else "one seed"
+                    axis.text(j, i, f"{entry['mean']:.2f}\n{spread}", ha="center", va="center", fontsize=6)
         axis.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         axis.set_title(mixer, fontsize=9)
         axis.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
@@ -68,8 +70,40 @@ def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
         axis.set_xlabel("width", fontsize=7)
     for axis in list(axes.flat)[len(mixers) :]:
         axis.axis("off")
-    figure.suptitle("MQAR validation accuracy (mean over seeds)", fontsize=10)
+    figure.suptitle("MQAR validation accuracy (mean ± std over seeds; colour: mean, 0 to 1)", fontsize=10)
     return save_figure(figure, Path(out_dir) / "recall_heatmaps.png").name
+
+
+def byte_ticks(values: list[float]) -> list[float]:
+    """Round tick positions for a log axis over ``values``: the coarsest of 1, 1-3, 1-2-5 and 1-1.5-2-3-5-7 per
+    decade that puts at least two ticks in the range (within 15%), else the two ends. A range under a decade has no
+    power of ten inside it, so matplotlib's own log ticks leave it unlabelled or print its minor labels side by side."""
+    low, high = min(values), max(values)
+    if low <= 0:
+        raise ValueError(f"byte_ticks: values must be positive, got {low}")
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for subs in ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [m * 10.0**e for e in decades for m in subs if low / 1.15 <= m * 10.0**e <= high * 1.15]
+        if len(ticks) >= 2:
+            return ticks
+    return sorted({float(f"{low:.3g}"), float(f"{high:.3g}")})
+
+
+def byte_label(value: float) -> str:
+    """``20000`` -> ``"20k"``, ``1500000`` -> ``"1.5M"``, ``512`` -> ``"512"``."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def byte_axis_labels(axis: Any, values: list[float]) -> None:
+    """Label a log x axis of byte counts at :func:`byte_ticks` only (no minor labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    ticks = byte_ticks(values)
+    axis.set_xticks(ticks, [byte_label(t) for t in ticks])
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def figure_frontier(out_dir: Path, grid: dict[str, Any]) -> str | None:
@@ -78,8 +112,6 @@ def figure_frontier(out_dir: Path, grid: dict[str, Any]) -> str | None:
     if not grid or not grid["rows"]:
         return None
     plt = load_pyplot()
-    from matplotlib.ticker import NullFormatter
-
     settings = _settings(grid)
     figure, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
     for axis, (seq_len, pairs) in zip(axes[0], settings):
@@ -104,8 +136,9 @@ def figure_frontier(out_dir: Path, grid: dict[str, Any]) -> str | None:
             )
         axis.axhline(grid["threshold"], color="black", linestyle=":", linewidth=1)
         axis.set_xscale("log")
-        # minor tick labels of a range under two decades print side by side ("3×10³4×10³"): majors only
-        axis.xaxis.set_minor_formatter(NullFormatter())
+        byte_axis_labels(
+            axis, [r["state_bytes"] for r in grid["rows"] if (r["seq_len"], r["pairs"]) == (seq_len, pairs)]
+        )
         axis.set_ylim(0.0, 1.02)
         axis.set_xlabel("decoding state (bytes, batch 1, fp32)")
         axis.set_ylabel("MQAR accuracy")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from nalaformer.reproduce.claims import (
@@ -122,3 +124,29 @@ def test_the_report_states_one_saturation_threshold_the_training_statistics_shar
     text = "\n".join(_section_spikiness(earlier, {}))
     assert "measured before the study used that threshold: there saturated means p within 3.3%" in text
     assert saturation_words(0.95) in exponent_claim(earlier["tasks"])["ours"]
+
+
+def test_the_frontier_plot_labels_its_byte_axis_inside_a_decade_without_overlap():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nalaformer.reproduce.boundary_report import byte_axis_labels, byte_label, byte_ticks
+
+    # the map's state sizes span under one decade: no power of ten inside, so matplotlib alone labels nothing
+    sizes = [18_456, 21_008, 34_384, 35_352, 37_392]
+    assert byte_ticks(sizes) == [20_000.0, 30_000.0]
+    assert byte_ticks([18_456, 1_052_176]) == [100_000.0, 1_000_000.0]
+    assert byte_ticks([100, 104]) == [100.0, 104.0]  # no round value inside: the two ends
+    assert [byte_label(v) for v in (512, 20_000, 1_500_000)] == ["512", "20k", "1.5M"]
+    for values in (sizes, [18_456, 1_052_176], [256, 4_096, 65_536, 1_048_576]):
+        figure, axis = plt.subplots(figsize=(4.2, 3.6))
+        axis.set_xscale("log")
+        axis.plot(values, [0.5] * len(values), "o")
+        byte_axis_labels(axis, values)
+        figure.canvas.draw()
+        labels = [t for t in axis.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2 and not any(t.get_text() for t in axis.get_xticklabels(minor=True))
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda box: box.x0)
+        assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), [t.get_text() for t in labels]
+        plt.close(figure)
