@@ -19,7 +19,9 @@ convert() {  # mixer seed
   python $S/study.py evaluate "runs/convdec/conv/$1-s$2"
 }
 convert nala 0; convert elu 0; convert hedgehog 0; convert nala 1; convert nala 2
-python $S/study.py report runs/convdec/conv/{nala-s0,nala-s1,nala-s2,elu-s0,hedgehog-s0} --out $S
 
-# cost: forward time and peak memory at 512-16k tokens, per-token decoding, state bytes (one thread)
+# cost: forward time and peak memory at 512-16k tokens, per-token decoding and state bytes (one
+# thread; cost.{md,json}), then the report (results.{md,json}: the conversion table, then the cost table)
 python $S/decoder_bench.py runs/convdec/teacher --out $S
+python $S/study.py report runs/convdec/conv/{nala-s0,nala-s1,nala-s2,elu-s0,hedgehog-s0} --out $S \
+  --note "Measured on a 2-core CPU shared with other jobs (one thread per job): absolute times are loaded-machine figures; compare the same-run ratios."

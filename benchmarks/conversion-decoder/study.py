@@ -96,12 +96,13 @@ def _mean_sd(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def report(run_dirs: list[Path], out: Path) -> str:
+def report(run_dirs: list[Path], out: Path, note: str = "") -> str:
     results = [json.loads((run_dir / "evaluation.json").read_text()) for run_dir in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     teacher = results[0]["stage1"]["teacher_perplexity"]
-    lines = [
+    lines = [f"{note}\n"] if note else []
+    lines += [
         f"Teacher (softmax) held-out perplexity: {teacher:.3f} ({results[0]['stage1']['tokens']} predicted tokens, "
         f"{WINDOWS} windows of {WINDOW} from the held-out plays).",
         "",
@@ -121,12 +122,42 @@ def report(run_dirs: list[Path], out: Path) -> str:
             cells.append(f"{ppl} ({ratio}) / {kl}")
         cpu = f"{_mean_sd([r['cpu_seconds']['stage1'] for r in group], 0)} / "
         cpu += _mean_sd([r["cpu_seconds"]["total"] for r in group], 0)
-        tokens = f"{group[0]['tokens']['stage1']:,} / {group[0]['tokens']['total']:,}"
+        tokens = f"{_span([r['tokens']['stage1'] for r in group])} / {_span([r['tokens']['total'] for r in group])}"
         seeds = ",".join(str(r["seed"]) for r in group)
         lines.append(f"| {mixer} | {seeds} | {' | '.join(cells)} | {cpu} | {tokens} |")
-    table = "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n" + _cost_section(out, by_mixer.get("nala", []))
     (out / "results.md").write_text(table, encoding="utf-8")
     return table
+
+
+def _span(values: list[int]) -> str:
+    """``1,234`` when the runs agree, else ``low-high`` (seeds draw different passages, so real tokens differ)."""
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def _cost_section(out: Path, nala: list[dict]) -> str:
+    """The cost table ``decoder_bench.py`` left in ``out`` (cost.md, its command from cost.json) after the NaLa
+    conversions' own cost (CPU seconds and real tokens from their records), or nothing without cost.md."""
+    if not (out / "cost.md").exists() or not (out / "cost.json").exists():
+        return ""
+    cost = json.loads((out / "cost.json").read_text())
+    threads = "/".join(str(n) for n in sorted({row["threads"] for row in cost["rows"]}))
+    conversion = ""
+    if nala:
+        cpu = {stage: _mean_sd([r["cpu_seconds"][stage] for r in nala], 0) for stage in ("stage1", "total")}
+        tokens = {stage: _span([r["tokens"][stage] for r in nala]) for stage in ("stage1", "total")}
+        conversion = (
+            f"Conversion (NaLa, {len(nala)} run(s), from their metrics.jsonl): {cpu['total']} CPU-seconds "
+            f"({cpu['stage1']} in attention transfer) and {tokens['total']} real tokens ({tokens['stage1']} in "
+            "attention transfer) per conversion, one thread.\n\n"
+        )
+    return (
+        f"\n{conversion}Cost of the converted model (NaLa) against its teacher, batch 1, fp32, inference, {threads} "
+        f"thread(s), torch {cost['meta']['torch']}; ratios are teacher / converted within the same interleaved "
+        f"rounds (above 1: NaLa faster or smaller):\n\n    PYTHONPATH=$PWD python {cost['meta']['command']}\n\n"
+        + (out / "cost.md").read_text()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report")
     rep.add_argument("runs", type=Path, nargs="+")
     rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--note", default="", help="a paragraph put first (where and how the figures were measured)")
     args = parser.parse_args(argv)
     if args.command == "teacher-data":
         teacher_data(args.folder)
@@ -144,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         for run_dir in args.runs:
             print(json.dumps(evaluate(run_dir), indent=1))
     else:
-        print(report(args.runs, args.out))
+        print(report(args.runs, args.out, args.note))
     return 0
 
 
