@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _estimate(mode: str, sections: tuple[str, ...], workers: int, out: str | None, only: set[str] | None) -> list[str]:
     """The estimate's lines: the selected cells (all without ``only``), less those finished in ``out``."""
-    from nalaformer.reproduce.boundary_budget import boundary_estimate, estimate_lines, planned_cells
-    from nalaformer.reproduce.small_training import finished_record
+    from nalaformer.reproduce.boundary_budget import boundary_estimate, estimate_lines, planned_cells, step_seconds
+    from nalaformer.reproduce.small_training import Cell, finished_record
 
     cells = planned_cells(mode, sections)
     lines = []
@@ -196,18 +196,30 @@ def _estimate(mode: str, sections: tuple[str, ...], workers: int, out: str | Non
         cells = {section: [c for c in group if c.name in only] for section, group in cells.items()}
         lines.append(f"cells selected by --cells: {sum(len(g) for g in cells.values())}")
     if out is not None:
-        left = {
-            section: [
-                c
-                for c in group
-                if finished_record(Path(out) / "results" / _FOLDERS[section] / f"{c.name}.json", c)[0] is None
-            ]
-            for section, group in cells.items()
-        }
+        left: dict[str, list[Cell]] = {}
+        ratios = []
+        for section, group in cells.items():
+            left[section], measured, table = [], 0.0, 0.0
+            for cell in group:
+                record = finished_record(Path(out) / "results" / _FOLDERS[section] / f"{cell.name}.json", cell)[0]
+                if record is None:
+                    left[section].append(cell)
+                elif record.get("cpu_seconds"):
+                    measured += record["cpu_seconds"]
+                    table += cell.steps * step_seconds(
+                        cell.task, cell.data["seq_len"], cell.width, cell.batch_size, cell.mixer
+                    )
+            if table:
+                ratios.append(
+                    f"{section}: the finished cells' training took {measured / 60:.1f} CPU-min where the step-cost "
+                    f"table gives {table / 60:.1f} ({measured / table:.2f}x)"
+                )
         finished = sum(len(g) for g in cells.values()) - sum(len(g) for g in left.values())
         lines.append(
             f"finished in {out}: {finished}; the estimate below is of the {sum(len(g) for g in left.values())} left"
         )
+        if ratios:
+            lines += [*ratios, "(on this machine, expect the cells left to take about that multiple of the estimate)"]
         cells = left
     return lines + estimate_lines(boundary_estimate(mode, sections, workers=max(1, workers), cells=cells))
 

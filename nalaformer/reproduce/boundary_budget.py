@@ -7,7 +7,9 @@ plus its evaluation (a forward pass over the validation set, taken as a third of
 the long-range tasks, the two steps of the memory measurement. Mixers not measured at a shape take the dearest linear
 mixer measured there; shapes not measured take the nearest measured one of the same task scaled by tokens per batch
 (an upper bound for the linear mixers, whose cost grows linearly). The wall time assumes quiet cores: on a shared
-machine a cell's wall time runs above its CPU time (the map's pixel runs: 1.3-1.9x).
+machine a cell's wall time runs above its CPU time (the map's pixel runs: 1.3-1.9x), and the MQAR cells' CPU time ran
+above the table too (the map's 13 cells: 1.40x; the pixel runs, whose entries are their own records: 1.03x).
+``python -m nalaformer.reproduce.boundary --estimate --out DIR`` prints that ratio for the cells finished in DIR.
 """
 
 from __future__ import annotations

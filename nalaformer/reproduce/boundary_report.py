@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from nalaformer.reporting import load_pyplot, save_figure
-from nalaformer.reproduce.boundary_stats import call_best
+from nalaformer.reproduce.boundary_stats import calls
 from nalaformer.reproduce.results import fmt, table_lines
 
 
@@ -193,9 +193,7 @@ def recall_best_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
             entries = {
                 r["mixer"]: r for r in grid["rows"] if (r["seq_len"], r["pairs"], r["width"]) == (seq_len, pairs, width)
             }
-            row = call_best(f"MQAR T={seq_len} P={pairs} width {width}", entries)
-            if row is not None:
-                rows.append(row)
+            rows += calls(f"MQAR T={seq_len} P={pairs} width {width}", entries)
     return rows
 
 

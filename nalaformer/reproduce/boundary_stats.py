@@ -58,3 +58,16 @@ def call_best(task: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any] |
         "seeds": seeds,
         "verdict": verdict,
     }
+
+
+def calls(task: str, entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`call_best` over every mixer, and, when that call rests on fewer seeds than some mixers have, the same
+    call among the mixers with the most seeds (two or more of them, two seeds or more), labelled
+    ``"<task>, mixers with n seeds"``: a one-seed leader does not hide the comparison the seeds can decide."""
+    rows = [row] if (row := call_best(task, entries)) is not None else []
+    counts = [e["n"] for e in entries.values() if e.get("mean") is not None]
+    most = max(counts, default=0)
+    if rows and rows[0]["seeds"] < most and most >= 2 and counts.count(most) >= 2:
+        seeded = {name: e for name, e in entries.items() if e.get("mean") is not None and e["n"] == most}
+        rows.append(call_best(f"{task}, mixers with {most} seeds", seeded))
+    return rows

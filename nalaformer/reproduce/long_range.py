@@ -219,7 +219,7 @@ def long_range_cells(plan: LongRangePlan, task_options: dict[str, dict[str, Any]
 
 def summarise_long_range(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per task and mixer: accuracy mean ± std over seeds, seconds per step, step memory; the best mixer per task."""
-    from nalaformer.reproduce.boundary_stats import call_best, mean_std
+    from nalaformer.reproduce.boundary_stats import calls, mean_std
 
     tasks: dict[str, dict[str, Any]] = {}
     for record in records:
@@ -242,7 +242,7 @@ def summarise_long_range(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "parameters": group[0]["parameters"],
             }
         summary[name] = {"seq_len": entry["seq_len"], "source": entry["source"], "mixers": mixers}
-    best = [row for name, entry in summary.items() if (row := call_best(name, entry["mixers"])) is not None]
+    best = [row for name, entry in summary.items() for row in calls(name, entry["mixers"])]
     return {"tasks": summary, "best": best}
 
 

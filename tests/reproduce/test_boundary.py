@@ -263,9 +263,11 @@ def test_cells_patterns_select_by_name_and_a_pattern_matching_nothing_is_an_erro
 
 
 def test_list_and_estimate_show_what_is_finished_and_what_is_left(tmp_path, monkeypatch, capsys):
+    import json
+
     from nalaformer.reproduce import small_training
     from nalaformer.reproduce.boundary import main
-    from nalaformer.reproduce.boundary_budget import boundary_estimate, cell_seconds, planned_cells
+    from nalaformer.reproduce.boundary_budget import boundary_estimate, cell_seconds, planned_cells, step_seconds
     from nalaformer.reproduce.small_training import run_cells
 
     monkeypatch.setattr(small_training, "run_cell", _fake_run_cell([]))
@@ -276,9 +278,15 @@ def test_list_and_estimate_show_what_is_finished_and_what_is_left(tmp_path, monk
         f"done  {cells[0].name}  ~{cell_seconds(cells[0]):.0f} CPU-s",
         f"todo  {cells[1].name}  ~{cell_seconds(cells[1]):.0f} CPU-s",
     ]
+    # the finished cell took twice the step-cost table's training time: the estimate says so
+    path = tmp_path / "results" / "recall" / f"{cells[0].name}.json"
+    record = json.loads(path.read_text())
+    record["cpu_seconds"] = 2 * cells[0].steps * step_seconds("mqar", 16, 16, cells[0].batch_size, cells[0].mixer)
+    path.write_text(json.dumps(record))
     assert main(["--mode", "tiny", "--sections", "recall", "--out", str(tmp_path), "--estimate"]) == 0
     out = capsys.readouterr().out
     assert f"finished in {tmp_path}: 1; the estimate below is of the 1 left" in out and "tiny mode: 1 cells" in out
+    assert "recall: the finished cells' training took" in out and "(2.00x)" in out
     # the estimate of a subset is the sum of its cells' estimates
     full = planned_cells("full")
     subset = {"recall": full["recall"][:5], "long-range": full["long-range"][:2]}
@@ -305,3 +313,20 @@ def test_planned_cell_names_are_the_names_the_sections_train(tmp_path, monkeypat
     ]
     # only the task with a cell to train had its data generated
     assert [p.name.split("-")[0] for p in (tmp_path / "results" / "long_range_data").iterdir()] == ["listops"]
+
+
+def test_a_one_seed_leader_does_not_hide_the_call_among_the_seeded_mixers():
+    from nalaformer.reproduce.boundary_stats import calls
+
+    entries = {
+        "gated_deltanet": mean_std([0.645]),
+        "elu": mean_std([0.640, 0.595, 0.570]),
+        "nala": mean_std([0.649, 0.533, 0.561]),
+        "softmax": mean_std([0.599, 0.546, 0.546]),
+    }
+    overall, seeded = calls("pixels", entries)
+    assert overall["best"] == "gated_deltanet" and overall["verdict"] == "not called (one seed)"
+    assert seeded["task"] == "pixels, mixers with 3 seeds" and (seeded["best"], seeded["runner_up"]) == ("elu", "nala")
+    assert seeded["seeds"] == 3 and seeded["verdict"] == "within seed noise"
+    both = {k: entries[k] for k in ("elu", "nala")}
+    assert calls("pixels", both) == [call_best("pixels", both)]  # the leader has the most seeds: one call
