@@ -6,8 +6,8 @@
 #
 #   HF_HUB_OFFLINE=1 nalaformer reproduce --mode full --sections conversion --out runs/conversion-full
 #
-# On the shared 2-core machine the runs were split over processes (each under `/work/heavy`: one core, one thread),
-# then the same command gathered them (finished conversions and evaluations are reused, not redone):
+# On the shared 2-core machine the runs were split over processes (one process per core, one thread each), then
+# the same command gathered them (finished conversions and evaluations are reused, not redone):
 set -euo pipefail
 export HF_HUB_OFFLINE=1 PYTHONPATH=$PWD
 OUT=runs/conversion-full
