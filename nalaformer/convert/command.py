@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "eval_every", "checkpoint_every", "seed",
     ):  # fmt: skip
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("transfer_lr", "recovery_lr", "kl_weight", "embedding_weight"):
+    for name in ("transfer_lr", "recovery_lr", "kl_weight", "embedding_weight", "similarity_weight"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument(
         "--raw-text", action="store_true", help="passages keep line breaks and blank lines (language models)"

@@ -64,6 +64,8 @@ class LinearizeConfig:
         kl_max_len (int): inputs up to this many tokens get the KL term.
         embedding_weight (float): encoders: weight of the pooled sentence-embedding cosine distance added to the
             stage-2 hidden-state MSE (0 = MSE only).
+        similarity_weight (float): encoders: weight of the mean squared difference of the in-batch pairwise
+            similarities of the pooled embeddings, student vs teacher, added to the stage-2 loss (0 = off).
         lora_rank (int): LoRA rank of stage 2; full_finetune (bool): train every weight instead.
         calibrate (bool): start NaLa's temperature at the median query norm.
         eval_every (int): every ``eval_every``-th play is held out (never used here).
@@ -86,6 +88,7 @@ class LinearizeConfig:
     kl_weight: float = 1.0
     kl_max_len: int = 64
     embedding_weight: float = 0.0
+    similarity_weight: float = 0.0
     lora_rank: int = 8
     full_finetune: bool = False
     calibrate: bool = True
@@ -102,7 +105,7 @@ class LinearizeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        for name in ("transfer_lr", "recovery_lr", "kl_weight", "embedding_weight"):
+        for name in ("transfer_lr", "recovery_lr", "kl_weight", "embedding_weight", "similarity_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -321,7 +324,11 @@ def _step(conversion: _Conversion, step: int) -> None:
         loss, metrics = transfer_loss(conversion.model, batch, kl_weight=config.kl_weight, kl_max_len=config.kl_max_len)
     else:
         loss, metrics = recovery_loss(
-            conversion.trainable, conversion.teacher, batch, embedding_weight=config.embedding_weight
+            conversion.trainable,
+            conversion.teacher,
+            batch,
+            embedding_weight=config.embedding_weight,
+            similarity_weight=config.similarity_weight,
         )
     if not torch.isfinite(loss):
         raise FloatingPointError(f"stage {conversion.stage} loss is {float(loss)} at step {step}")

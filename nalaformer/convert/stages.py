@@ -5,7 +5,7 @@
    and, on inputs up to ``kl_max_len`` tokens, the teacher's attention weights (KL). Only the new parameters train.
 2. Recovery: the converted model runs on its own outputs; LoRA on the attention projections (through ``peft``) or
    full fine-tuning, with distillation to the teacher: next-token KL for language models, relative MSE of the last
-   hidden states for encoders.
+   hidden states for encoders (plus, optionally, pooled-embedding cosine and pairwise-similarity terms).
 """
 
 from __future__ import annotations
@@ -97,12 +97,20 @@ def pooled_embeddings(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor
 
 
 def distillation_loss(
-    student_out: Any, teacher_out: Any, batch: dict[str, torch.Tensor], *, embedding_weight: float = 0.0
+    student_out: Any,
+    teacher_out: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    embedding_weight: float = 0.0,
+    similarity_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Next-token KL (models with ``logits``) or relative MSE of ``last_hidden_state``, over real tokens.
 
     For encoders, ``embedding_weight > 0`` adds that multiple of the mean cosine distance between the student's and
     the teacher's pooled sentence embeddings (:func:`pooled_embeddings`): the quantity the embedding measures compare.
+    ``similarity_weight > 0`` adds that multiple of the mean squared difference between the student's and the
+    teacher's cosine similarities of every pair of passages in the batch (the pairs whose ranking the Spearman
+    measure of :mod:`nalaformer.convert.evaluate` compares).
     """
     if getattr(student_out, "logits", None) is not None:
         valid = _valid(batch, student_out.logits)
@@ -116,22 +124,39 @@ def distillation_loss(
     mse = relative_mse(hidden, teacher_out.last_hidden_state.detach(), valid)
     metrics = {"mse": float(mse.detach())}
     loss = mse
-    if embedding_weight > 0:
+    if embedding_weight > 0 or similarity_weight > 0:
         teacher_pooled = pooled_embeddings(teacher_out.last_hidden_state.detach(), valid)
-        distance = 1.0 - (pooled_embeddings(hidden, valid) * teacher_pooled).sum(-1).mean()
+        student_pooled = pooled_embeddings(hidden, valid)
+    if embedding_weight > 0:
+        distance = 1.0 - (student_pooled * teacher_pooled).sum(-1).mean()
         loss = loss + embedding_weight * distance
         metrics["cosine_distance"] = float(distance.detach())
+    if similarity_weight > 0:
+        if hidden.shape[0] < 2:
+            raise ValueError(f"similarity_weight > 0 needs at least 2 passages per batch, got {hidden.shape[0]}")
+        pairs = ~torch.eye(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        gap = (student_pooled @ student_pooled.T - teacher_pooled @ teacher_pooled.T)[pairs]
+        similarity = gap.pow(2).mean()
+        loss = loss + similarity_weight * similarity
+        metrics["similarity_mse"] = float(similarity.detach())
     metrics["loss"] = float(loss.detach())
     return loss, metrics
 
 
 def recovery_loss(
-    student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor], *, embedding_weight: float = 0.0
+    student: nn.Module,
+    teacher: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    embedding_weight: float = 0.0,
+    similarity_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage-2 loss of one batch: the converted model distilled towards the teacher's outputs."""
     with torch.no_grad():
         teacher_out = teacher(**batch)
-    return distillation_loss(student(**batch), teacher_out, batch, embedding_weight=embedding_weight)
+    return distillation_loss(
+        student(**batch), teacher_out, batch, embedding_weight=embedding_weight, similarity_weight=similarity_weight
+    )
 
 
 def _families(model: nn.Module) -> set[str]:

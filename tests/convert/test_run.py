@@ -117,7 +117,21 @@ def test_bad_options_are_refused_before_training(tiny_bert_folder, tmp_path, cap
     assert "batch_size must be a positive int, got 0" in capsys.readouterr().err
     assert main(["linearize", "--model", str(tmp_path / "nothing"), "--run-dir", str(tmp_path / "r3")]) == 1
     assert "nothing is downloaded" in capsys.readouterr().err
+    assert main([*base, "--similarity-weight", "-1", "--run-dir", str(tmp_path / "r4")]) == 1
+    assert "similarity_weight must be a finite number >= 0, got -1.0" in capsys.readouterr().err
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_recovery_adds_the_pooled_embedding_terms_it_is_given(tiny_bert_folder, tmp_path):
+    config = tiny_config(tiny_bert_folder, embedding_weight=0.5, similarity_weight=2.0, full_finetune=True)
+    run_conversion(config, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    recovery = [record for record in records if record["stage"] == 2]
+    assert len(recovery) == 3
+    for record in recovery:
+        expected = record["mse"] + 0.5 * record["cosine_distance"] + 2.0 * record["similarity_mse"]
+        assert record["loss"] == pytest.approx(expected, rel=1e-5)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["similarity_weight"] == 2.0
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -144,3 +144,40 @@ def test_embedding_term_is_the_cosine_distance_of_mean_pooled_embeddings():
     # identical outputs: no distance
     same, metrics = distillation_loss(outputs[1], outputs[1], batch, embedding_weight=1.0)
     assert metrics["cosine_distance"] == pytest.approx(0.0, abs=1e-6) and float(same) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_similarity_term_is_the_mean_squared_gap_of_pairwise_embedding_similarities():
+    from types import SimpleNamespace
+
+    from nalaformer.convert.stages import distillation_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    batch = {"attention_mask": mask}
+    outputs = SimpleNamespace(last_hidden_state=student), SimpleNamespace(last_hidden_state=teacher)
+    plain, _ = distillation_loss(*outputs, batch)
+    weighted, metrics = distillation_loss(*outputs, batch, similarity_weight=2.0)
+    assert "cosine_distance" not in metrics
+    # reference: each passage's mean over its real tokens, then the cosine of every ordered pair of distinct passages
+    pooled = [[h[i, mask[i].bool()].mean(0) for i in range(3)] for h in (student, teacher)]
+    gaps = [
+        torch.nn.functional.cosine_similarity(pooled[0][i], pooled[0][j], dim=0)
+        - torch.nn.functional.cosine_similarity(pooled[1][i], pooled[1][j], dim=0)
+        for i in range(3)
+        for j in range(3)
+        if i != j
+    ]
+    expected = sum(gap**2 for gap in gaps) / len(gaps)
+    assert metrics["similarity_mse"] == pytest.approx(float(expected), rel=1e-5) and float(expected) > 0.01
+    torch.testing.assert_close(weighted, plain + 2.0 * expected)
+    # the same geometry up to a rotation of the embedding space: no similarity gap, though the hidden states differ
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+    rotated = SimpleNamespace(last_hidden_state=teacher @ rotation)
+    _, metrics = distillation_loss(rotated, outputs[1], batch, similarity_weight=1.0)
+    assert metrics["similarity_mse"] == pytest.approx(0.0, abs=1e-10) and metrics["mse"] > 0.1
+    with pytest.raises(ValueError, match="similarity_weight"):
+        distillation_loss(
+            SimpleNamespace(last_hidden_state=student[:1]), SimpleNamespace(last_hidden_state=teacher[:1]),
+            {"attention_mask": mask[:1]}, similarity_weight=1.0,
+        )  # fmt: skip
