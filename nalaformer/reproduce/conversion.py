@@ -2,9 +2,10 @@
 
 Every map gets the same conversion (same passages, steps, batch, learning rates) through
 :func:`nalaformer.convert.run.run_conversion`, once per seed, and each converted model is compared with the softmax
-teacher on held-out plays (:mod:`nalaformer.convert.evaluate`). ``full`` also converts NaLa with a longer recipe
-(:data:`RECIPES`), the one the README's target figures come from. Writes ``results/conversion.json``,
-``conversion.md`` (tables, the per-metric verdicts) and ``conversion.png`` in the study folder.
+teacher on held-out plays (:mod:`nalaformer.convert.evaluate`). ``full`` also converts NaLa with longer recipes
+(:data:`RECIPES`, seeds in :data:`RECIPE_SEEDS`), the ones the README's target figures come from. Writes
+``results/conversion.json``, ``conversion.md`` (tables, the per-metric verdicts) and ``conversion.png`` in the study
+folder.
 
 Each run folder ``conversion/<name>-seed<k>`` keeps its conversion (reused when finished, resumed when interrupted)
 and its ``evaluation.json`` (reused when it was made on the same held-out set), so runs can be converted and
@@ -39,7 +40,8 @@ SEEDS = {"tiny": (0, 1), "quick": (0,), "full": (0, 1, 2)}
 # (attention-transfer steps, recovery steps): the budget every map gets
 STEPS = {"tiny": (2, 1), "quick": (60, 40), "full": (60, 40)}
 EVAL_PER_PLAY = {"tiny": 6, "quick": 100, "full": 100}
-# Longer NaLa recipes, converted with seed 0 only: name -> LinearizeConfig changes
+# NaLa recipes beyond the shared budget: name -> LinearizeConfig changes (converted with the seeds of RECIPE_SEEDS,
+# seed 0 when a recipe is not listed there)
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {"nala_full": {"transfer_steps": 2, "recovery_steps": 2, "full_finetune": True, "recovery_lr": 1e-4}},
     "quick": {},
@@ -49,6 +51,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         ),
     },
 }
+RECIPE_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {"tiny": {"nala_full": (0, 1)}, "quick": {}, "full": {}}
 # the held-out passages are drawn with this seed whatever the conversion seed, so every run sees the same set
 EVAL_SEED = 0
 
@@ -88,7 +91,8 @@ def _tiny_teacher(folder: Path) -> Path:
 
 
 def conversion_runs(out_dir: str | Path, mode: str) -> list[ConversionRun]:
-    """Every conversion of the section in ``mode``: each map with each seed, then the longer NaLa recipes."""
+    """Every conversion of the section in ``mode``: each map with each seed, then each longer NaLa recipe with its
+    seeds."""
     from nalaformer.convert.run import LinearizeConfig
 
     if mode not in MIXERS:
@@ -104,7 +108,8 @@ def conversion_runs(out_dir: str | Path, mode: str) -> list[ConversionRun]:
         for seed in SEEDS[mode]
     ]
     for name, changes in RECIPES[mode].items():
-        runs.append(ConversionRun(name, 0, LinearizeConfig(mixer="nala", seed=0, **{**common, **changes})))
+        for seed in RECIPE_SEEDS[mode].get(name, (0,)):
+            runs.append(ConversionRun(name, seed, LinearizeConfig(mixer="nala", seed=seed, **{**common, **changes})))
     return runs
 
 

@@ -67,7 +67,7 @@ def test_conversion_section_tiny_mode_writes_the_tables(tmp_path):
 
     result = conversion_section(tmp_path, "tiny", progress=False)
     names = [(row["name"], row["seed"]) for row in result["rows"]]
-    assert names == [("nala", 0), ("nala", 1), ("elu", 0), ("elu", 1), ("nala_full", 0)]
+    assert names == [("nala", 0), ("nala", 1), ("elu", 0), ("elu", 1), ("nala_full", 0), ("nala_full", 1)]
     for row in result["rows"]:
         assert -1 <= row["spearman"] <= 1 and 0 <= row["probe"] <= 1
         assert len(row["attention"]) == len(result["teacher_attention"]) == 2
