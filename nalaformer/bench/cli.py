@@ -9,6 +9,7 @@ the targets). ``--tiny`` runs everything end to end at toy sizes in seconds (for
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-sizes", type=int, nargs="+", default=None, help="vision train-step sizes (square)")
     parser.add_argument(
         "--lm-seq-len", type=int, nargs="+", default=None, help="language-model training sequence lengths"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="decoding: also time torch.compile of the NaLa model's step beside the eager rows, compile time apart",
     )
     parser.add_argument(
         "--thread-counts",
@@ -136,7 +142,19 @@ def _summary(
     speedups = ("speedup_vs_1_thread",)
     for suite, columns in (
         ("roofline", ("name", "seq_len", "median_ms", "gflops_per_s", "fraction_of_matmul")),
-        ("decoding", ("mixer", "threads", "context", "per_token_ms", "speedup_vs_reference", *speedups, "state_mib")),
+        (
+            "decoding",
+            (
+                "mixer",
+                "threads",
+                "context",
+                "per_token_ms",
+                "speedup_vs_reference",
+                *speedups,
+                "state_mib",
+                *(("compile_s",) if _compiled(results.get("decoding", ())) else ()),
+            ),
+        ),
         (
             "vision",
             ("layout", "size", "batch", "pass", "threads", "images_per_s", "speedup_vs_softmax", *speedups, "note"),
@@ -147,6 +165,11 @@ def _summary(
             table = markdown_table(columns, [[row.get(c, "") for c in columns] for row in results[suite]])
             lines += ["", f"## {suite.capitalize()}", "", table]
     return "\n".join(lines) + "\n"
+
+
+def _compiled(rows: Any) -> bool:
+    """Whether a run timed compiled rows (their ``compile_s`` is a number, the eager rows' NaN)."""
+    return any(not math.isnan(row.get("compile_s", math.nan)) for row in rows)
 
 
 def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[str, Callable[[], list[dict[str, Any]]]]:
@@ -186,6 +209,7 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
         rounds=args.rounds or (1 if tiny else 7),
         device=device,
         min_round_s=0.0 if tiny else 0.05,
+        compile=args.compile,
     )
     vision_settings = models.VisionSettings(
         variant="nalaformer_nano" if tiny else "nalaformer_t",

@@ -91,6 +91,13 @@ class SignSplitOptions:
 
 def sign_split_forward(x: torch.Tensor, options: SignSplitOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``x [..., D]`` -> ``(features [..., 2D], norm [..., 1] or None)``, no autograd; contiguous ``x`` is fastest."""
+    if torch.compiler.is_compiling():
+        # graph capture (torch.compile): writes into the halves of one tensor (``out=``) break the graph, and the
+        # plain formula fuses into one loop under the compiler anyway
+        norm = None
+        if options.normalise:
+            norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(options.eps)
+        return reference_features(x, options), norm
     norm = log2_norm = None
     if options.normalise:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(options.eps)

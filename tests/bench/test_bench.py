@@ -179,3 +179,19 @@ def test_a_run_of_some_suites_names_its_summary_after_them(tmp_path):
 def test_bench_command_rejects_unknown_suite():
     with pytest.raises(ValueError, match="unknown suite"):
         main(["--debug", "bench", "everything", "--tiny"])
+
+
+def test_decoding_compile_rows_sit_beside_the_eager_ones(tmp_path, monkeypatch):
+    # the suite's plumbing only, with torch.compile standing in as the identity (what inductor compiles is checked in
+    # tests/ops/test_nala_compile.py)
+    monkeypatch.setattr(torch, "compile", lambda model, **options: model)
+    assert main(["bench", "decoding", "--tiny", "--compile", "--out", str(tmp_path)]) == 0
+    with next(tmp_path.glob("decoding-*.csv")).open() as handle:
+        rows = list(csv.DictReader(handle))
+    compiled = [row for row in rows if row["mixer"] == "nala+compile"]
+    assert [int(row["context"]) for row in compiled] == [32, 64]
+    # the compilation is paid at the first context, timed apart from the per-token rounds
+    assert float(compiled[0]["compile_s"]) > 0 and float(compiled[1]["compile_s"]) == 0
+    assert all(float(row["speedup_vs_reference"]) > 0 and float(row["per_token_ms"]) > 0 for row in compiled)
+    assert all(row["compile_s"] == "nan" for row in rows if row["mixer"] != "nala+compile")
+    assert "| compile_s |" in next(tmp_path.glob("summary-*.md")).read_text()

@@ -18,7 +18,14 @@ import torch
 from nalaformer.ops.higher_order import reference_vjp
 from nalaformer.ops.linear_attn.chunk import chunk_sums_backward, chunk_sums_forward, chunked, exclusive_scan
 from nalaformer.ops.linear_attn.naive import nonzero
-from nalaformer.ops.nala.common import NaLaMap, add_rotated, causal_block_length, reference_rotate, token_blocks
+from nalaformer.ops.nala.common import (
+    NaLaMap,
+    add_rotated,
+    causal_block_length,
+    divide_into,
+    reference_rotate,
+    token_blocks,
+)
 from nalaformer.ops.nala.noncausal import gradient_of_ratio, key_block, query_block, reference_nala
 
 
@@ -246,7 +253,7 @@ class NaLaCausal(torch.autograd.Function):
             saved += saved_block
             state = state + total
             den[..., block] = nonzero(den_block + eps * counts[:, None, block])
-            torch.div(num, den[..., block, None], out=o[:, block].transpose(1, 2))
+            divide_into(o[:, block].transpose(1, 2), num, den[..., block, None])
             del num, den_block
             if len(blocks) > 1:
                 # free the block before the next one allocates its own (a loop variable lives until reassigned)

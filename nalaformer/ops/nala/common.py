@@ -62,6 +62,15 @@ def overflowed(x: torch.Tensor, nonnegative: bool = False) -> bool:
     return not bool(x.isfinite().all())
 
 
+def divide_into(out: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> None:
+    """``out[...] = num / den`` with no temporary (``out`` may be a strided view, e.g. a block of the token-major
+    output); under graph capture (torch.compile) an assignment, since ``out=`` into a strided view breaks the graph."""
+    if torch.compiler.is_compiling():
+        out.copy_(num / den)
+    else:
+        torch.div(num, den, out=out)
+
+
 def head_major(x: torch.Tensor) -> torch.Tensor:
     """A ``[B, t, H, D]`` block as a contiguous ``[B, H, t, D]`` copy."""
     return x.transpose(1, 2).contiguous()

@@ -22,6 +22,7 @@ from nalaformer.ops.linear_attn.state import LinearAttentionState
 from nalaformer.ops.nala.common import (
     NaLaMap,
     block_length,
+    divide_into,
     head_major,
     overflowed,
     reference_rotate,
@@ -80,7 +81,7 @@ def gradient_of_ratio(
     grad = grad_block.new_empty(batch, heads, length, value_dim + joint)
     grad_den = grad[..., value_dim] if joint else grad_block.new_empty(batch, heads, length)
     torch.sum(grad_block * o[:, block].transpose(1, 2), dim=-1, out=grad_den).neg_()
-    torch.div(grad_block, den[..., block, None], out=grad[..., :value_dim])
+    divide_into(grad[..., :value_dim], grad_block, den[..., block, None])
     if not joint:
         grad_den /= den[..., block]
     else:
@@ -137,7 +138,7 @@ class NaLaNonCausal(torch.autograd.Function):
                 # a row times the features' transpose: matrix-vector products as [F, 1] matmuls are slow on CPU
                 den_block = (sums[..., value_dim].unsqueeze(-2) @ query_features.transpose(-1, -2)).squeeze(-2)
             den[..., block] = nonzero(den_block + eps)
-            torch.div(num, den[..., block, None], out=o[:, block].transpose(1, 2))
+            divide_into(o[:, block].transpose(1, 2), num, den[..., block, None])
             del num, den_block
             if len(blocks) > 1:
                 del queries, query_aux, query_features, query_rotated
