@@ -20,7 +20,7 @@ convert() {  # mixer seed
 }
 convert nala 0; convert elu 0; convert hedgehog 0; convert nala 1; convert nala 2
 
-# cost: forward time and peak memory at 512-16k tokens, per-token decoding and state bytes (one
+# cost: forward time and peak memory at 512-16k tokens, per-token decoding, its peak memory and state bytes (one
 # thread; cost.{md,json}), then the report (results.{md,json}: the conversion table, then the cost table)
 python $S/decoder_bench.py runs/convdec/teacher --out $S
 python $S/study.py report runs/convdec/conv/{nala-s0,nala-s1,nala-s2,elu-s0,hedgehog-s0} --out $S \

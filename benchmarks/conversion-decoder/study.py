@@ -1,7 +1,7 @@
 """Decoder conversion study: a softmax Shakespeare LM converted to NaLa / ELU / Hedgehog, measured on held-out plays.
 
 The teacher is a ``nalaformer train lm`` run trained on the conversion plays only; each conversion is a
-``nalaformer linearize`` run folder of it (``--checkpoint-every`` = all steps, so the stage-1 checkpoint is kept).
+``nalaformer linearize`` run folder of it (a checkpoint is written at each stage's end, so stage 1's is kept).
 For each run this script measures, on windows of the held-out plays (never seen by the teacher's training nor by the
 conversion), the converted model's perplexity, the teacher's, and the next-token KL(teacher || student) per token:
 at initialisation (swap + NaLa calibration, no training), after stage 1 (attention transfer) and after stage 2
