@@ -5,7 +5,8 @@
 Reads the lines written by ``sweep.py`` / ``measure.py`` (one per trained model) and prints markdown: per task the
 metric, the saturated share, the spread of p and the entropy-norm correlation r of each mixer, then each NaLa
 variant against ``nala``. A difference is called only when the two means differ by more than the larger of the two
-seed standard deviations (the study's rule, ``nalaformer.reproduce.results.compare``), with at least two seeds each.
+seed standard deviations (the study's rule, ``nalaformer.reproduce.results.compare``), with at least two seeds each;
+for r against softmax's the noise also counts softmax's own seed std.
 """
 
 import json
@@ -43,12 +44,13 @@ def call(a, b, higher=True):
 
 
 def toward(a, b, softmax):
-    """Whether r of a is closer to softmax's mean r than r of b, beyond the larger seed std of a and b."""
+    """Whether r of a is closer to softmax's mean r than r of b, beyond the largest seed std of a, b and softmax
+    (softmax's std only where it has two seeds or more)."""
     if a is None or b is None or softmax is None or min(a[2], b[2]) < 2:
         return "no noise estimate"
-    target = softmax["norm_pearson_entropy_q_norm"][0]
+    target, target_std, _ = softmax["norm_pearson_entropy_q_norm"]
     gain = abs(b[0] - target) - abs(a[0] - target)
-    noise = max(a[1], b[1])
+    noise = max(a[1], b[1], target_std)
     if abs(gain) <= noise:
         return f"within noise (closer by {gain:+.3f}, noise {noise:.3f})"
     return f"{'toward' if gain > 0 else 'away from'} softmax (closer by {gain:+.3f}, noise {noise:.3f})"
