@@ -2,7 +2,7 @@
 
 Every map gets the same conversion (same passages, steps, batch, learning rates) through
 :func:`nalaformer.convert.run.run_conversion`, once per seed, and each converted model is compared with the softmax
-teacher on held-out plays (:mod:`nalaformer.convert.evaluate`). ``full`` also converts NaLa with longer recipes
+teacher on held-out plays (:mod:`nalaformer.convert.evaluate`). ``full`` also converts NaLa with other recipes
 (:data:`RECIPES`, seeds in :data:`RECIPE_SEEDS`), the ones the README's target figures come from. Writes
 ``results/conversion.json``, ``conversion.md`` (tables, the per-metric verdicts) and ``conversion.png`` in the study
 folder.
@@ -40,14 +40,34 @@ SEEDS = {"tiny": (0, 1), "quick": (0,), "full": (0, 1, 2)}
 # (attention-transfer steps, recovery steps): the budget every map gets
 STEPS = {"tiny": (2, 1), "quick": (60, 40), "full": (60, 40)}
 EVAL_PER_PLAY = {"tiny": 6, "quick": 100, "full": 100}
-# NaLa recipes beyond the shared budget: name -> LinearizeConfig changes (converted with the seeds of RECIPE_SEEDS,
-# seed 0 when a recipe is not listed there)
+# NaLa's other recipes (a longer budget, or one lever changed): name -> LinearizeConfig changes (converted with the
+# seeds of RECIPE_SEEDS, seed 0 when a recipe is not listed there)
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {"nala_full": {"transfer_steps": 2, "recovery_steps": 2, "full_finetune": True, "recovery_lr": 1e-4}},
     "quick": {},
     "full": {
         "nala_full": dict(
             transfer_steps=100, recovery_steps=400, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
+        ),
+        # one lever each at the shared 60 + 40 budget (nala seed 0 is the reference)
+        "emb10": dict(embedding_weight=10.0),
+        "sim100": dict(similarity_weight=100.0),
+        "lam6": dict(options={"lam": 6.0}),
+        "tlr3e-2": dict(transfer_lr=0.03),
+        # the sliding-window hybrid: softmax over the 3 nearest keys (|t - s| < 2) of the 64, NaLa elsewhere
+        "win2": dict(window=2),
+        # the hybrid with 100 transfer and 300 full fine-tuning steps
+        "win2_ft300": dict(
+            window=2, transfer_steps=100, recovery_steps=300, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
+        ),
+        # nala_full's stage 1, 300 full fine-tuning steps with the pooled-embedding term
+        "ft_emb10": dict(
+            transfer_steps=100,
+            recovery_steps=300,
+            full_finetune=True,
+            recovery_lr=1e-4,
+            embedding_weight=10.0,
+            checkpoint_every=100,
         ),
     },
 }
@@ -91,7 +111,7 @@ def _tiny_teacher(folder: Path) -> Path:
 
 
 def conversion_runs(out_dir: str | Path, mode: str) -> list[ConversionRun]:
-    """Every conversion of the section in ``mode``: each map with each seed, then each longer NaLa recipe with its
+    """Every conversion of the section in ``mode``: each map with each seed, then each other NaLa recipe with its
     seeds."""
     from nalaformer.convert.run import LinearizeConfig
 

@@ -203,7 +203,7 @@ def conversion_markdown(result: dict[str, Any]) -> str:
     ]
     recipes = [name for name in stats if _recipe_text(result, name)]
     if recipes:
-        lines += ["Longer NaLa recipes (their seeds in the table): "
+        lines += ["Other NaLa recipes (their seeds in the table): "
                   + "; ".join(f"`{name}`: {_recipe_text(result, name)}" for name in recipes) + ".", ""]  # fmt: skip
     lines += ["Target (Spearman >= 0.95, probe at most 1 point under the teacher, under 30 CPU-minutes):", ""]
     for name, check in summary["target"].items():
