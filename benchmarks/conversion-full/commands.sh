@@ -17,6 +17,9 @@ run() {  # run folder names (e.g. nala-seed0): convert if needed, then evaluate
 for mixer in nala nala_cosine elu relu hedgehog cosformer; do
   for seed in 0 1 2; do run "$mixer-seed$seed"; done
 done
-run nala_full-seed0        # the longer NaLa recipe (RECIPES in nalaformer/reproduce/conversion.py)
+# NaLa's other recipes, seed 0 (RECIPES in nalaformer/reproduce/conversion.py)
+for recipe in nala_full emb10 sim100 lam6 tlr3e-2 win2 win2_ft300 ft_emb10; do run "$recipe-seed0"; done
+# a finished report is reused as it is: remove it so the command gathers the runs again
+rm -f $OUT/results/conversion.json
 nalaformer reproduce --mode full --sections conversion --out $OUT
 cp $OUT/conversion.md $OUT/conversion.png $OUT/results/conversion.json benchmarks/conversion-full/
