@@ -1,8 +1,8 @@
 """CPU-seconds of one training step of the boundary sections' cells, one thread: the measurements behind
 ``nalaformer.reproduce.boundary_budget.STEP_SECONDS``.
 
-    PYTHONPATH=. /work/heavy python benchmarks/boundary-map/step_costs.py mqar        # MQAR, every mixer
-    PYTHONPATH=. /work/heavy python benchmarks/boundary-map/step_costs.py long-range  # ListOps 2,000, Pathfinder
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/boundary-map/step_costs.py mqar        # MQAR, every mixer
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/boundary-map/step_costs.py long-range  # ListOps 2,000, Pathfinder
 
 Each line: task, sequence length, width, mixer, CPU-seconds per step (mean of 4 steps for MQAR, 2 for the long
 tasks, after one warm-up step that creates the optimizer state). Random tokens: the values do not change the cost.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The commands behind benchmarks/conversion-decoder/{results,cost}.{md,json}, from the repository root.
-# On the shared 2-core machine each line ran under `/work/heavy` (one core, one thread), independent lines in parallel.
+# On the shared 2-core machine each line ran as its own process with one thread (OMP_NUM_THREADS=1), independent lines in parallel.
 set -euo pipefail
 export PYTHONPATH=$PWD
 S=benchmarks/conversion-decoder

@@ -2,7 +2,7 @@
 
 The teacher is a ``nalaformer train lm`` run (softmax mixers); the converted model is the same network after
 ``linearize(teacher, mixer="nala")`` (weights do not change the cost, so no trained conversion is needed). Batch 1,
-fp32, inference (``torch.no_grad``), the threads the process has (run it under ``/work/heavy`` for one thread).
+fp32, inference (``torch.no_grad``), the threads the process has (set ``OMP_NUM_THREADS=1`` for one thread).
 
 - forward: one call on a random sequence of ``L`` tokens, both models timed interleaved in the same rounds
   (:func:`nalaformer.bench.time_interleaved`); ratio = median over rounds of teacher time / converted time;
@@ -17,7 +17,7 @@ fp32, inference (``torch.no_grad``), the threads the process has (run it under `
 The teacher was trained on 256-token windows; beyond that its RoPE positions are untrained, which changes its outputs
 but not its cost (the context check of softmax models is lifted for the measurement).
 
-    PYTHONPATH=$PWD /work/heavy python benchmarks/conversion-decoder/decoder_bench.py runs/convdec/teacher \
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/conversion-decoder/decoder_bench.py runs/convdec/teacher \
         --out benchmarks/conversion-decoder
 """
 
