@@ -60,6 +60,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "win2_ft300": dict(
             window=2, transfer_steps=100, recovery_steps=300, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
         ),
+        # the hybrid with 600 full fine-tuning steps (about 20 CPU-minutes on one core)
+        "win2_ft600": dict(
+            window=2, transfer_steps=100, recovery_steps=600, full_finetune=True, recovery_lr=1e-4, checkpoint_every=100
+        ),
         # nala_full's stage 1, 300 full fine-tuning steps with the pooled-embedding term
         "ft_emb10": dict(
             transfer_steps=100,
