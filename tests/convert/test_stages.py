@@ -119,16 +119,21 @@ def test_loading_refuses_a_folder_that_is_not_a_conversion(tmp_path):
         from_pretrained(tmp_path)
 
 
-def test_embedding_term_is_the_cosine_distance_of_mean_pooled_embeddings():
+def _distillation_case():
+    """Three passages of 5, 3 and 1 real tokens: student and teacher hidden states, the mask, the batch, the outputs."""
     from types import SimpleNamespace
-
-    from nalaformer.convert.stages import distillation_loss
 
     torch.manual_seed(0)
     student, teacher = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
-    batch = {"attention_mask": mask}
     outputs = SimpleNamespace(last_hidden_state=student), SimpleNamespace(last_hidden_state=teacher)
+    return student, teacher, mask, {"attention_mask": mask}, outputs
+
+
+def test_embedding_term_is_the_cosine_distance_of_mean_pooled_embeddings():
+    from nalaformer.convert.stages import distillation_loss
+
+    student, teacher, mask, batch, outputs = _distillation_case()
     plain, metrics = distillation_loss(*outputs, batch)
     assert set(metrics) == {"loss", "mse"}
     weighted, metrics = distillation_loss(*outputs, batch, embedding_weight=0.5)
@@ -151,11 +156,7 @@ def test_similarity_term_is_the_mean_squared_gap_of_pairwise_embedding_similarit
 
     from nalaformer.convert.stages import distillation_loss
 
-    torch.manual_seed(0)
-    student, teacher = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
-    batch = {"attention_mask": mask}
-    outputs = SimpleNamespace(last_hidden_state=student), SimpleNamespace(last_hidden_state=teacher)
+    student, teacher, mask, batch, outputs = _distillation_case()
     plain, _ = distillation_loss(*outputs, batch)
     weighted, metrics = distillation_loss(*outputs, batch, similarity_weight=2.0)
     assert "cosine_distance" not in metrics
