@@ -30,8 +30,8 @@ vector uses) at initialisation on MQAR's width, ``lam = 3`` spreads queries and 
 11.9 (``benchmarks/norm_temperature/delta_features.py``). On MQAR at the study's full-mode setting NaLa+GDN with
 ``lam = 3`` left seed 0 at 0.28 accuracy, where ``lam = 1`` ended at 1.000 on seeds 0, 1 and 2 (README, *Norm
 temperature and the NaLa delta rule*). NaLa+DN shares the default because it receives the same features (same map,
-projections and convolution; only ``beta`` and the decay differ); with ``lam = 1`` it ended at 0.999 on the same
-MQAR setting (seed 0 only so far), where ``lam = 3`` had 0.895 +- 0.025.
+projections and convolution; only ``beta`` and the decay differ); with ``lam = 1`` it ended at 0.999, 1.000 and
+0.9995 on the same MQAR setting (seeds 0, 1, 2), where ``lam = 3`` had 0.895 +- 0.025.
 The map is otherwise NaLa's (sign split, norm-aware query exponent, now in [0.5, 1.5)); ``lam=3.0`` gives the
 released exponents. ``lam`` has no parameter, so the weights of a model trained with the earlier default load under
 either; what keeps such a model's map is its config: ``NaLaConfig`` records the resolved ``lam`` of every NaLa delta
