@@ -260,16 +260,25 @@ def conversion_section(
     out_dir: str | Path, mode: str, *, progress: bool = True, finished_only: bool = False
 ) -> dict[str, Any]:
     """Run (or reuse) every conversion of ``mode``; write ``results/conversion.json``, ``conversion.md`` and
-    ``conversion.png``.
+    ``conversion.png``. A cached ``results/conversion.json`` is returned as it is only when its runs are the planned
+    ones; otherwise the missing conversions run and every row is read again (finished runs are not redone).
 
     ``finished_only`` reports the conversions already finished in ``out_dir`` and runs none (a partial report, marked
     ``"complete": false`` and never reused as the section's result).
     """
     out_dir = Path(out_dir)
-    cached = read_json(out_dir / "results" / "conversion.json")
-    if cached is not None and cached.get("mode") == mode and cached.get("complete", True) and not finished_only:
-        return cached
     runs = conversion_runs(out_dir, mode)
+    cached = read_json(out_dir / "results" / "conversion.json")
+    planned = sorted((run.name, run.seed) for run in runs)
+    # reused only while it holds every planned run: a recipe or seed added since makes it stale
+    if (
+        cached is not None
+        and cached.get("mode") == mode
+        and cached.get("complete", True)
+        and sorted((row["name"], row["seed"]) for row in cached.get("rows", [])) == planned
+        and not finished_only
+    ):
+        return cached
     every = len(runs)
     if finished_only:
         runs = [run for run in runs if (out_dir / "conversion" / run.folder / "summary.json").is_file()]

