@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nalaformer.reproduce.small_training import Cell, run_cells
+from nalaformer.reproduce.small_training import Cell, run_cells, write_section
 
 LONG_RANGE_MIXERS = (
     "softmax",
@@ -261,7 +261,6 @@ def long_range_section(
     ``deadline`` as in :func:`nalaformer.reproduce.small_training.run_cells`). A task's data is generated only when
     one of its cells is to be trained."""
     from nalaformer.reproduce.boundary_budget import task_length
-    from nalaformer.reproduce.small_training import write_summary
 
     plan = long_range_plan(mode)
     sizes = {task.name: {"seq_len": task_length(task.name, task.options)} for task in plan.tasks}
@@ -278,12 +277,5 @@ def long_range_section(
     records = run_cells(
         cells, folder, workers=workers, memory=True, progress=progress, train=train, only=only, deadline=deadline
     )
-    done = {r["name"] for r in records}
-    result = {
-        "mode": mode,
-        "plan": asdict(plan),
-        "not_run": [c.name for c in cells if c.name not in done],
-        **summarise_long_range(records),
-        "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
-    }
-    return write_summary(result, Path(out_dir) / "results" / "long_range.json")
+    path = Path(out_dir) / "results" / "long_range.json"
+    return write_section(path, mode, plan, cells, records, summarise_long_range(records))

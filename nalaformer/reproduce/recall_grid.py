@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nalaformer.reproduce.small_training import Cell, run_cells
+from nalaformer.reproduce.small_training import Cell, run_cells, write_section
 
 SOLVED = 0.9  # the accuracy at which a setting counts as solved (the frontier's threshold)
 
@@ -218,20 +218,9 @@ def recall_section(
     """Train the grid's missing cells into ``results/recall/`` and write ``results/recall_grid.json`` (with
     ``train=False``: summarise the cells already trained, and list the others as ``not_run``; ``only`` and
     ``deadline`` as in :func:`nalaformer.reproduce.small_training.run_cells`)."""
-    from dataclasses import asdict
-
-    from nalaformer.reproduce.small_training import write_summary
-
     plan = recall_grid_plan(mode)
     cells = plan.cells()
     folder = Path(out_dir) / "results" / "recall"
     records = run_cells(cells, folder, workers=workers, progress=progress, train=train, only=only, deadline=deadline)
-    done = {r["name"] for r in records}
-    result = {
-        "mode": mode,
-        "plan": asdict(plan),
-        "not_run": [c.name for c in cells if c.name not in done],
-        **summarise_grid(records),
-        "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
-    }
-    return write_summary(result, Path(out_dir) / "results" / "recall_grid.json")
+    path = Path(out_dir) / "results" / "recall_grid.json"
+    return write_section(path, mode, plan, cells, records, summarise_grid(records))

@@ -402,6 +402,22 @@ def _outcome(record: dict[str, Any]) -> str:
     return f"accuracy {record['accuracy']:.3f}, {record['cpu_seconds']:.0f} CPU-s"
 
 
+def write_section(
+    path: Path, mode: str, plan: Any, cells: list[Cell], records: list[dict[str, Any]], summary: dict[str, Any]
+) -> dict[str, Any]:
+    """A boundary section's summary from :func:`run_cells`' ``records``: its mode and plan, the cells without a record
+    (``not_run``), ``summary``'s entries and the failed cells; written by :func:`write_summary`."""
+    done = {r["name"] for r in records}
+    result = {
+        "mode": mode,
+        "plan": asdict(plan),
+        "not_run": [c.name for c in cells if c.name not in done],
+        **summary,
+        "failures": [{"name": r["name"], "error": r["error"]} for r in records if "error" in r],
+    }
+    return write_summary(result, path)
+
+
 def write_summary(result: dict[str, Any], path: Path) -> dict[str, Any]:
     """Write a section's summary unless the file already holds it (a resumed, finished study rewrites nothing);
     returns the summary as read back (JSON types)."""
