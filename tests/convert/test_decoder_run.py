@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -108,3 +109,28 @@ def test_linearize_help_names_the_language_model_folders_it_takes():
     text = " ".join(parser.format_help().split())
     assert "a nalaformer train lm run folder" in text
     assert "--model runs/my-lm --mixer nala --raw-text" in text
+
+
+def test_decoder_cost_benchmark_reads_the_state_right_after_the_prompt(tokenizer, tmp_path, monkeypatch):
+    """benchmarks/conversion-decoder/decoder_bench.py: the state column is the cache after the prompt alone (the timed
+    single-token steps, which append to the teacher's key/value cache, must not count), so the teacher's grows
+    exactly with the prompt and the converted model's not at all."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "conversion-decoder" / "decoder_bench.py"
+    spec = importlib.util.spec_from_file_location("decoder_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("PYTHONPATH", "")
+    teacher_dir = lm_folder(tmp_path, tokenizer)
+    assert bench.main([str(teacher_dir), "--out", str(tmp_path / "out"), "--lengths", "24", "40", "--rounds", "1",
+                       "--no-memory"]) == 0  # fmt: skip
+    rows = {row["length"]: row for row in json.loads((tmp_path / "out" / "cost.json").read_text())["rows"]}
+    models = bench.load_pair(str(teacher_dir))
+    for length in (24, 40):
+        ids = torch.zeros(1, length, dtype=torch.long)
+        with torch.no_grad():
+            for name, model in models.items():
+                assert rows[length][f"{name}_state_bytes"] == bench.prefill(model, ids)[0].nbytes(), (name, length)
+    assert rows[40]["softmax_state_bytes"] > rows[24]["softmax_state_bytes"]
+    assert rows[24]["nala_state_bytes"] == rows[40]["nala_state_bytes"] > 0
