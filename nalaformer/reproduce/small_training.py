@@ -11,6 +11,7 @@ interrupted study simply reruns the cells that have no result yet. The models ar
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,9 @@ class Cell:
         data: MQAR: ``seq_len``, ``pairs``, ``vocab``, ``train_examples``, ``val_examples``; classification:
             ``path`` (a ``.pt`` file of ``train_x``, ``train_y``, ``val_x``, ``val_y``, ``vocab``, ``classes``,
             ``pad``) and ``seq_len``.
+        lam: the exponent scale lambda of a mixer that has one (the NaLa family, NaLa+DN / NaLa+GDN); ``None``
+            takes the mixer's current default (:func:`default_lam`), so the recipe always names the lambda a cell
+            trains with. A mixer without one must leave it ``None``.
     """
 
     task: str
@@ -54,18 +58,58 @@ class Cell:
     lr: float
     seed: int
     data: dict[str, Any] = field(default_factory=dict)
+    lam: float | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"Cell.task must be one of {TASKS}, got {self.task!r}")
         if self.width % self.heads:
             raise ValueError(f"Cell.width={self.width} must be a multiple of heads={self.heads}")
+        default = default_lam(self.mixer)
+        if self.lam is None:
+            object.__setattr__(self, "lam", default)
+        elif default is None:
+            raise ValueError(f"Cell.lam={self.lam!r}: mixer {self.mixer!r} has no exponent scale lambda; leave it None")
+        elif isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not self.lam > 0:
+            raise ValueError(f"Cell.lam must be a positive number or None, got {self.lam!r}")
+        else:
+            object.__setattr__(self, "lam", float(self.lam))
 
     @property
     def name(self) -> str:
         """The cell's file stem: every field that distinguishes cells of one section."""
         setting = f"T{self.data['seq_len']}" + (f"-P{self.data['pairs']}" if self.task == "mqar" else "")
         return f"{self.task}-{setting}-{self.mixer}-w{self.width}-seed{self.seed}"
+
+
+@functools.cache
+def default_lam(mixer: str) -> float | None:
+    """The exponent scale lambda that causal mixer ``mixer`` is built with by default (read off a small built
+    mixer's feature map), or ``None`` when it has none. ValueError for a name that is not a registered mixer."""
+    from nalaformer.layers import build_attention
+
+    module = build_attention(mixer, 8, 2, causal=True)
+    lam = getattr(getattr(module, "feature_map", None), "lam", None)
+    return None if lam is None else float(lam)
+
+
+# NaLa+DN / NaLa+GDN were built with lambda = NALA_DELTA_LAM_BEFORE until this time (2026-12-01 12:39:33 UTC, when
+# NALA_DELTA_LAM became their default) and with NALA_DELTA_LAM since; a record written before ``Cell.lam`` existed
+# names no lambda, so its file's time tells which one it trained with (see _recorded_lam)
+NALA_DELTA_LAM_SINCE = 1_796_128_773.0
+
+
+def _recorded_lam(saved: dict[str, Any], mixer: str, written: float | None) -> float | None:
+    """The lambda a record's cell trained with: its ``lam``, or for a record written before ``Cell.lam`` existed,
+    the mixer's default at the time the file was written (``written``: its modification time; only NaLa+DN /
+    NaLa+GDN's default has changed, see :data:`NALA_DELTA_LAM_SINCE`)."""
+    if "lam" in saved:
+        return saved["lam"]
+    from nalaformer.layers.delta import NALA_DELTA_LAM, NALA_DELTA_LAM_BEFORE, NALA_DELTA_MIXERS
+
+    if mixer in NALA_DELTA_MIXERS:
+        return NALA_DELTA_LAM if written is not None and written >= NALA_DELTA_LAM_SINCE else NALA_DELTA_LAM_BEFORE
+    return default_lam(mixer)
 
 
 class SequenceClassifier(nn.Module):
@@ -95,6 +139,7 @@ def _config(cell: Cell, vocab: int) -> Any:
         num_hidden_layers=cell.layers,
         num_attention_heads=cell.heads,
         mixer=cell.mixer,
+        mixer_options=None if cell.lam is None else {cell.mixer: {"lam": cell.lam}},
         max_position_embeddings=max(2048, cell.data["seq_len"]),
         use_cache=False,
     )
@@ -269,12 +314,15 @@ def _cell_entry(cell: Cell, path: str, memory: bool) -> dict[str, Any]:
     return record
 
 
-def _same_recipe(saved: Any, cell: Cell) -> bool:
-    """Whether a record's ``cell`` is ``cell``: every field equal, and the data settings both name equal (the data
-    file's ``path`` aside: a folder may be moved; an estimate's cells carry only the sizes)."""
+def _same_recipe(saved: Any, cell: Cell, written: float | None = None) -> bool:
+    """Whether a record's ``cell`` is ``cell``: every field equal, lambda included (a record without one: see
+    :func:`_recorded_lam`, ``written`` being its file's modification time), and the data settings both name equal
+    (the data file's ``path`` aside: a folder may be moved; an estimate's cells carry only the sizes)."""
     if not isinstance(saved, dict) or not isinstance(saved.get("data"), dict):
         return False
     planned = asdict(cell)
+    if _recorded_lam(saved, cell.mixer, written) != planned.pop("lam"):
+        return False
     if any(saved.get(key) != value for key, value in planned.items() if key != "data"):
         return False
     shared = (set(saved["data"]) & set(cell.data)) - {"path"}
@@ -285,7 +333,7 @@ def finished_record(path: Path, cell: Cell) -> tuple[dict[str, Any] | None, str 
     """``(record, None)`` when ``path`` holds a finished run of ``cell``, else ``(None, why)`` (``why`` is ``None``
     when there is no file). Not trusted, so the cell is trained again: a file that does not parse (cut while it was
     written or copied), a record without a finite accuracy, and a record of another recipe (a folder of another mode,
-    or a plan changed since)."""
+    a plan changed since, or a mixer's lambda other than the plan's)."""
     import json
 
     try:
@@ -301,7 +349,7 @@ def finished_record(path: Path, cell: Cell) -> tuple[dict[str, Any] | None, str 
     accuracy = record.get("accuracy")
     if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
         return None, "no finite accuracy"
-    if not _same_recipe(record.get("cell"), cell):
+    if not _same_recipe(record.get("cell"), cell, Path(path).stat().st_mtime):
         return None, "trained with another recipe than this plan's"
     return record, None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nalaformer.reproduce.boundary_report import boundary_lines, recall_best_rows
@@ -330,3 +332,68 @@ def test_a_one_seed_leader_does_not_hide_the_call_among_the_seeded_mixers():
     assert seeded["seeds"] == 3 and seeded["verdict"] == "within seed noise"
     both = {k: entries[k] for k in ("elu", "nala")}
     assert calls("pixels", both) == [call_best("pixels", both)]  # the leader has the most seeds: one call
+
+
+def _delta_cell(**fields) -> Cell:
+    data = {"seq_len": 16, "pairs": 2, "vocab": 16, "train_examples": 32, "val_examples": 16}
+    return Cell("mqar", fields.pop("mixer", "nala_gated_deltanet"), 16, 1, 2, 2, 8, 3e-3, 0, data, **fields)
+
+
+def test_a_cell_names_its_lambda_and_the_model_is_built_with_it():
+    from nalaformer.layers.delta import NALA_DELTA_LAM
+    from nalaformer.reproduce.small_training import build_model
+
+    assert _delta_cell().lam == NALA_DELTA_LAM and _delta_cell(mixer="nala").lam == 3.0
+    assert _delta_cell(mixer="softmax").lam is None
+    for cell in (_delta_cell(), _delta_cell(lam=2.5), _delta_cell(mixer="nala", lam=2.0)):
+        model = build_model(cell, 16, 0, None)
+        assert {layer.mixer.feature_map.lam for layer in model.model.layers} == {cell.lam}
+    with pytest.raises(ValueError, match=r"Cell\.lam"):
+        _delta_cell(mixer="softmax", lam=3.0)
+    with pytest.raises(ValueError, match=r"Cell\.lam"):
+        _delta_cell(lam=-1.0)
+
+
+def test_a_record_of_another_lambda_is_trained_again(tmp_path, monkeypatch):
+    from nalaformer.reproduce import small_training
+    from nalaformer.reproduce.small_training import run_cells
+
+    trained: list[str] = []
+    monkeypatch.setattr(small_training, "run_cell", _fake_run_cell(trained))
+    cell = _delta_cell()
+    path = tmp_path / f"{cell.name}.json"
+    run_cells([cell], tmp_path, workers=1)
+    record = json.loads(path.read_text())
+    record["cell"]["lam"] = 3.0  # trained with the released lambda, the plan's is 1
+    path.write_text(json.dumps(record))
+    run_cells([cell], tmp_path, workers=1)
+    assert trained == [cell.name, cell.name]
+    assert json.loads(path.read_text())["cell"]["lam"] == cell.lam == 1.0
+
+
+def test_a_record_without_lambda_is_dated_by_its_file(tmp_path, monkeypatch):
+    """Records written before the cells named their lambda: NaLa+GDN's is the default of the day it was written (3
+    before lambda = 1 became the default, 1 since); NaLa's default never changed."""
+    import os
+
+    from nalaformer.reproduce import small_training
+    from nalaformer.reproduce.small_training import NALA_DELTA_LAM_SINCE, run_cells
+
+    trained: list[str] = []
+    monkeypatch.setattr(small_training, "run_cell", _fake_run_cell(trained))
+    for mixer, written, retrained in (
+        ("nala_gated_deltanet", NALA_DELTA_LAM_SINCE - 3600, True),
+        ("nala_gated_deltanet", NALA_DELTA_LAM_SINCE + 3600, False),
+        ("nala", NALA_DELTA_LAM_SINCE - 3600, False),
+    ):
+        trained.clear()
+        cell = _delta_cell(mixer=mixer)
+        folder = tmp_path / f"{mixer}-{written:.0f}"
+        run_cells([cell], folder, workers=1)
+        path = folder / f"{cell.name}.json"
+        record = json.loads(path.read_text())
+        del record["cell"]["lam"]
+        path.write_text(json.dumps(record))
+        os.utime(path, (written, written))
+        run_cells([cell], folder, workers=1)
+        assert trained == [cell.name] * (2 if retrained else 1), (mixer, written)
