@@ -150,3 +150,20 @@ def test_the_frontier_plot_labels_its_byte_axis_inside_a_decade_without_overlap(
         boxes = sorted((t.get_window_extent() for t in labels), key=lambda box: box.x0)
         assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), [t.get_text() for t in labels]
         plt.close(figure)
+
+
+def test_the_committed_full_report_states_its_claims_in_the_current_words():
+    """benchmarks/reproduce-full keeps its claims as the current code words them from its own results.json (its
+    run folders are not committed, so only the claims table can be rewritten there)."""
+    import json
+    from pathlib import Path
+
+    from nalaformer.reproduce.claims import assess_claims
+    from nalaformer.reproduce.report import _section_claims
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce-full"
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    assert results["claims"] == assess_claims(results)
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    assert "\n".join(_section_claims(results)) in report
+    assert "in the better direction" not in report
