@@ -30,8 +30,45 @@ def _seeds_text(plan: dict[str, Any], subset_key: str, noun: str) -> str:
     return f"seeds {seeds} for {noun} {names}, seed {seeds[0]} alone for the other {noun}s"
 
 
+def _recall_seeds_text(plan: dict[str, Any]) -> str:
+    """``"seeds [0, 1, 2]"``, or with seed subsets ``"seeds [0, 1, 2] for width 64 and mixers a, b; seed 0 alone for
+    the other cells"``."""
+    seeds = list(plan["seeds"])
+    parts = [
+        f"{noun} {', '.join(str(x) for x in plan[key])}"
+        for key, noun in (("seed_widths", "width"), ("seed_mixers", "mixers"))
+        if plan.get(key)
+    ]
+    if not parts or len(seeds) < 2:
+        return f"seeds {seeds}"
+    return f"seeds {seeds} for {' and '.join(parts)}; seed {seeds[0]} alone for the other cells"
+
+
 def _settings(grid: dict[str, Any]) -> list[tuple[int, int]]:
     return sorted({(r["seq_len"], r["pairs"]) for r in grid["rows"]})
+
+
+def _planned_widths(grid: dict[str, Any]) -> list[int]:
+    """The plan's widths and any other width that ran, in ascending order."""
+    return sorted(set(grid.get("plan", {}).get("widths") or []) | {r["width"] for r in grid["rows"]})
+
+
+def recall_not_run_lines(grid: dict[str, Any]) -> list[str]:
+    """A sentence naming the planned settings, widths and mixers of which no cell ran (none: no line)."""
+    plan = grid.get("plan") or {}
+    settings = [tuple(s) for s in plan.get("settings") or []]
+    parts = []
+    for noun, planned, ran, text in (
+        ("settings", settings, set(_settings(grid)), lambda s: f"T={s[0]} P={s[1]}"),
+        ("widths", list(plan.get("widths") or []), {r["width"] for r in grid["rows"]}, str),
+        ("mixers", list(plan.get("mixers") or []), {r["mixer"] for r in grid["rows"]}, str),
+    ):
+        missing = [text(x) for x in planned if x not in ran]
+        if missing:
+            parts.append(f"{noun if len(missing) > 1 else noun[:-1]} {', '.join(missing)}")
+    if not parts:
+        return []
+    return [f"No cell run yet of the planned {'; '.join(parts)} (the tables hold no result of them).", ""]
 
 
 def _mixers(grid: dict[str, Any]) -> list[str]:
@@ -46,7 +83,7 @@ def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
         return None
     plt = load_pyplot()
     settings, mixers = _settings(grid), _mixers(grid)
-    widths = sorted({r["width"] for r in grid["rows"]})
+    widths = _planned_widths(grid)
     cells = {(r["seq_len"], r["pairs"], r["mixer"], r["width"]): r for r in grid["rows"]}
     columns = min(5, len(mixers))
     rows = math.ceil(len(mixers) / columns)
@@ -63,6 +100,8 @@ def figure_heatmaps(out_dir: Path, grid: dict[str, Any]) -> str | None:
                     # the seeds behind each cell: a one-seed value has no noise estimate
                     spread = f"± {entry['std']:.2f}" if entry["std"] is not None else "one seed"
                     axis.text(j, i, f"{entry['mean']:.2f}\n{spread}", ha="center", va="center", fontsize=6)
+                else:
+                    axis.text(j, i, "not run", ha="center", va="center", fontsize=6, color="gray")
         axis.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         axis.set_title(mixer, fontsize=9)
         axis.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
@@ -167,9 +206,16 @@ def figure_long_range(out_dir: Path, long_range: dict[str, Any]) -> str | None:
         axis.set_xticks(range(len(mixers)), mixers, rotation=50, ha="right", fontsize=7)
         axis.set_ylim(0.0, 1.0)
         axis.set_ylabel("validation accuracy")
-        seeds = min(s["n"] for s in stats)
-        axis.set_title(f"{name} (T={entry['seq_len']})" + (", one seed" if seeds < 2 else f", {seeds} seeds"))
+        axis.set_title(f"{name} (T={entry['seq_len']}), {seed_count_text([s['n'] for s in stats])}")
     return save_figure(figure, Path(out_dir) / "long_range.png").name
+
+
+def seed_count_text(counts: list[int]) -> str:
+    """``"one seed"``, ``"3 seeds"`` or, when the mixers differ, ``"1-3 seeds"``."""
+    low, high = min(counts), max(counts)
+    if low == high:
+        return "one seed" if high < 2 else f"{high} seeds"
+    return f"{low}-{high} seeds"
 
 
 def boundary_figures(out_dir: Path, grid: dict[str, Any] | None, long_range: dict[str, Any] | None) -> dict:
@@ -218,33 +264,32 @@ def recall_lines(grid: dict[str, Any], figures: dict[str, str | None]) -> list[s
     plan = grid["plan"]
     lines = [
         f"MQAR, {plan['layers']} layers, {plan['heads']} heads, vocabulary {plan['vocab']}; {plan['steps']} steps, "
-        f"batch {plan['batch_size']}, lr {plan['lr']}; {_seeds_text(plan, 'seed_widths', 'width')}; accuracy per "
+        f"batch {plan['batch_size']}, lr {plan['lr']}; {_recall_seeds_text(plan)}; accuracy per "
         "query on "
         f"{plan['val_examples']} validation sequences. A setting counts as solved at mean accuracy >= "
         f"{grid['threshold']}.",
         "",
     ]
-    settings, widths = _settings(grid), sorted({r["width"] for r in grid["rows"]})
+    settings, widths = _settings(grid), _planned_widths(grid)
     cells = {(r["seq_len"], r["pairs"], r["mixer"], r["width"]): r for r in grid["rows"]}
     table = []
     for mixer in _mixers(grid):
         for seq_len, pairs in settings:
             entries = [cells.get((seq_len, pairs, mixer, w)) for w in widths]
-            table.append([mixer, f"T={seq_len} P={pairs}", *(_pm(e) if e else "n/a" for e in entries)])
+            if not any(entries):
+                continue
+            table.append([mixer, f"T={seq_len} P={pairs}", *(_pm(e) if e else "not run" for e in entries)])
     lines += table_lines(["mixer", "setting", *(f"width {w}" for w in widths)], table)
+    lines += recall_not_run_lines(grid)
     frontier = [
-        [
-            f"T={f['seq_len']} P={f['pairs']}",
-            f["mixer"],
-            str(f["smallest_width"]) if f["smallest_width"] is not None else "not reached",
-            fmt(f["state_bytes"]) if f["state_bytes"] is not None else "n/a",
-            fmt(f["best_accuracy"]),
-        ]
+        [f"T={f['seq_len']} P={f['pairs']}", f["mixer"], *frontier_cells(f), fmt(f["best_accuracy"])]
         for f in grid["frontier"]
     ]
     lines += [
         f"Frontier: the smallest width whose mean accuracy reaches {grid['threshold']}, and the decoding state "
-        "it carries (bytes, batch 1, fp32: a linear mixer's recurrent state, softmax's KV cache at T).",
+        "it carries (bytes, batch 1, fp32: a linear mixer's recurrent state, softmax's KV cache at T). Where a "
+        'planned width has not run, the frontier is bounded, not placed: "<width> or less" when a smaller width '
+        'is missing, "not reached at the widths run" when no width run reaches it.',
         "",
     ]
     lines += table_lines(["setting", "mixer", "smallest width", "state bytes", "best accuracy"], frontier)
@@ -252,6 +297,42 @@ def recall_lines(grid: dict[str, Any], figures: dict[str, str | None]) -> list[s
         if figures.get(key):
             lines += [f"![{caption}]({figures[key]})", ""]
     return lines
+
+
+def frontier_cells(row: dict[str, Any]) -> list[str]:
+    """The frontier table's "smallest width" and "state bytes" of one row, bounded where a planned width has not run
+    (``widths_not_run``; rows written before it existed: none missing)."""
+    missing = row.get("widths_not_run") or []
+    smallest, state = row["smallest_width"], row["state_bytes"]
+    if smallest is None:
+        if not missing:
+            return ["not reached", "n/a"]
+        return [f"not reached at the widths run ({', '.join(str(w) for w in missing)} not run)", "n/a"]
+    below = [w for w in missing if w < smallest]
+    if not below:
+        return [str(smallest), fmt(state) if state is not None else "n/a"]
+    return [
+        f"{smallest} or less ({', '.join(str(w) for w in below)} not run)",
+        f"at most {fmt(state)}" if state is not None else "n/a",
+    ]
+
+
+def long_range_not_run_lines(long_range: dict[str, Any]) -> list[str]:
+    """A sentence naming the planned tasks with no run, and per task run the planned mixers with none."""
+    plan = long_range.get("plan") or {}
+    ran = long_range.get("tasks") or {}
+    parts = []
+    for task in plan.get("tasks") or []:
+        name = task["name"] if isinstance(task, dict) else task.name  # JSON, or a plan not yet serialised
+        if name not in ran:
+            parts.append(f"{name} (no mixer)")
+            continue
+        missing = [m for m in plan.get("mixers") or [] if m not in ran[name]["mixers"]]
+        if missing:
+            parts.append(f"{name}: {', '.join(missing)}")
+    if not parts:
+        return []
+    return [f"Not run yet: {'; '.join(parts)} (the table holds no result of them).", ""]
 
 
 def long_range_lines(long_range: dict[str, Any], figures: dict[str, str | None]) -> list[str]:
@@ -279,6 +360,7 @@ def long_range_lines(long_range: dict[str, Any], figures: dict[str, str | None])
                 ]
             )
     lines += table_lines(["task", "data", "T", "mixer", "accuracy", "ms / step", "step memory (MiB)"], table)
+    lines += long_range_not_run_lines(long_range)
     if figures.get("long_range"):
         lines += [f"![long-range tasks]({figures['long_range']})", ""]
     return lines

@@ -159,8 +159,13 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced, map or full, got {mode!r}")
 
 
-def summarise_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, std and seed count per (setting, mixer, width), and the frontier per (setting, mixer)."""
+def summarise_grid(records: list[dict[str, Any]], widths: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Mean, std and seed count per (setting, mixer, width), and the frontier per (setting, mixer).
+
+    ``widths``: the plan's widths. A frontier row lists those without a result as ``widths_not_run``, and is
+    ``settled`` only when none of them could move it: no width below the smallest that reaches :data:`SOLVED`, or
+    (none reaching it) no width at all, is missing. A partial grid draws no frontier from widths it has not run.
+    """
     from nalaformer.reproduce.boundary_stats import mean_std
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -192,14 +197,18 @@ def summarise_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
             key=lambda r: r["width"],
         )
         solved = [r for r in line if r["mean"] is not None and r["mean"] >= SOLVED]
+        missing = sorted(set(widths) - {r["width"] for r in line if r["mean"] is not None})
+        smallest = solved[0]["width"] if solved else None
         frontier.append(
             {
                 "seq_len": seq_len,
                 "pairs": pairs,
                 "mixer": mixer,
-                "smallest_width": solved[0]["width"] if solved else None,
+                "smallest_width": smallest,
                 "state_bytes": solved[0]["state_bytes"] if solved else None,
                 "best_accuracy": max((r["mean"] for r in line if r["mean"] is not None), default=None),
+                "widths_not_run": missing,
+                "settled": not (missing if smallest is None else [w for w in missing if w < smallest]),
             }
         )
     return {"rows": rows, "frontier": frontier, "threshold": SOLVED}
@@ -223,4 +232,4 @@ def recall_section(
     folder = Path(out_dir) / "results" / "recall"
     records = run_cells(cells, folder, workers=workers, progress=progress, train=train, only=only, deadline=deadline)
     path = Path(out_dir) / "results" / "recall_grid.json"
-    return write_section(path, mode, plan, cells, records, summarise_grid(records))
+    return write_section(path, mode, plan, cells, records, summarise_grid(records, plan.widths))

@@ -397,3 +397,48 @@ def test_a_record_without_lambda_is_dated_by_its_file(tmp_path, monkeypatch):
         os.utime(path, (written, written))
         run_cells([cell], folder, workers=1)
         assert trained == [cell.name] * (2 if retrained else 1), (mixer, written)
+
+
+def test_a_partial_grid_bounds_the_frontier_by_the_widths_not_run():
+    """Full mode filled in pieces: width 64 ran, width 32 did not. The frontier is not placed at 64 (32 might solve
+    it too), a setting not solved at 64 is "not reached" only at the widths run, and the tables say "not run"."""
+    records = [_mqar("softmax", 64, s, a, 3000) for s, a in ((0, 0.97), (1, 0.95))]
+    records += [_mqar("nala", 64, 0, 0.6, 2000)]
+    grid = summarise_grid(records, widths=(32, 64))
+    frontier = {f["mixer"]: f for f in grid["frontier"]}
+    assert frontier["softmax"]["smallest_width"] == 64 and frontier["softmax"]["widths_not_run"] == [32]
+    assert not frontier["softmax"]["settled"] and not frontier["nala"]["settled"]
+    assert summarise_grid(records, widths=(64, 128))["frontier"][1]["settled"]  # only a larger width missing
+    plan = {**recall_grid_plan("full").__dict__, "settings": [[32, 4], [32, 8]]}
+    text = "\n".join(boundary_lines({**grid, "plan": plan, "not_run": [], "failures": []}, None, {}))
+    assert "| T=32 P=4 | softmax | 64 or less (32 not run) | at most 3000 | 0.960 |" in text
+    assert "| T=32 P=4 | nala | not reached at the widths run (32 not run) | n/a | 0.600 |" in text
+    assert "| softmax | T=32 P=4 | not run | 0.960 ± 0.014 (n=2) |" in text
+    assert "No cell run yet of the planned setting T=32 P=8; width 32; mixers nala_running_t" in text
+    assert "seeds [0, 1, 2] for width 64 and mixers softmax, nala, nala_running_t" in text
+    # a grid with every planned width run places the frontier as before
+    whole = summarise_grid([*records, _mqar("softmax", 32, 0, 0.5, 1500)], widths=(32, 64))
+    softmax = next(f for f in whole["frontier"] if f["mixer"] == "softmax")
+    assert softmax["settled"] and "| T=32 P=4 | softmax | 64 | 3000 |" in "\n".join(
+        boundary_lines({**whole, "plan": plan, "not_run": [], "failures": []}, None, {})
+    )
+
+
+def test_a_partial_long_range_run_names_the_tasks_and_mixers_not_run():
+    from nalaformer.reproduce.boundary_report import seed_count_text
+
+    records = []
+    for seed, accuracy in enumerate((0.55, 0.57)):
+        cell = Cell("pixels", "nala", 16, 1, 2, 10, 8, 1e-3, seed, {"seq_len": 784, "source": "fashion-mnist"})
+        records.append(
+            {"cell": cell.__dict__, "name": cell.name, "accuracy": accuracy, "seconds_per_step": 0.01,
+             "step_peak_bytes": 2**20, "parameters": 1}
+        )  # fmt: skip
+    plan = long_range_plan("full").__dict__
+    plan = {**plan, "tasks": [t.__dict__ for t in plan["tasks"]]}
+    long_range = {**summarise_long_range(records), "plan": plan, "not_run": [], "failures": []}
+    text = "\n".join(boundary_lines(None, long_range, {}))
+    assert "Not run yet: pixels: softmax, nala_running_t" in text
+    assert "pathfinder (no mixer); listops (no mixer)" in text
+    assert seed_count_text([3, 3]) == "3 seeds" and seed_count_text([1]) == "one seed"
+    assert seed_count_text([1, 3, 2]) == "1-3 seeds"
