@@ -75,7 +75,12 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         ),
     },
 }
-RECIPE_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {"tiny": {"nala_full": (0, 1)}, "quick": {}, "full": {}}
+RECIPE_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
+    "tiny": {"nala_full": (0, 1)},
+    "quick": {},
+    # the hybrid that meets the target, with the seeds of the maps
+    "full": {"win2_ft600": (0, 1, 2)},
+}
 # the held-out passages are drawn with this seed whatever the conversion seed, so every run sees the same set
 EVAL_SEED = 0
 
