@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("operators", "roofline", "decoding", "vision", "language")
+# run only when named (not part of "all"): what limits the model-level ratios (nalaformer.bench.ceiling)
+EXTRA_SUITES = ("ceiling",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nalaformer bench``."""
-    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
+    parser.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help=f"any of {', '.join(SUITES)} (default: all), or {', '.join(EXTRA_SUITES)} (only when named)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:n] (default: cuda when available, else cpu)")
     parser.add_argument(
@@ -57,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="model suites: thread counts timed side by side (default: 1 and --threads / all)",
     )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=None,
+        metavar="MODEL:SIZE",
+        help="ceiling: the cases, in this order (default: lm:1024 vision:512 lm:8192 operator:4096)",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="ceiling: time only, no profiled breakdown")
 
 
 def _log(message: str) -> None:
@@ -76,17 +91,18 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available here")
-    unknown = sorted(set(args.suites) - {*SUITES, "all"})
+    unknown = sorted(set(args.suites) - {*SUITES, *EXTRA_SUITES, "all"})
     if unknown:
-        raise ValueError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES)} or all")
-    suites = SUITES if not args.suites or "all" in args.suites else tuple(dict.fromkeys(args.suites))
+        raise ValueError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES + EXTRA_SUITES)} or all")
+    named = tuple(dict.fromkeys(args.suites))
+    suites = SUITES + tuple(s for s in named if s in EXTRA_SUITES) if not named or "all" in named else named
     out = args.out if args.out is not None else (None if args.tiny else Path("benchmarks/results"))
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     results: dict[str, list[dict[str, Any]]] = {}
     extra = report.metadata(device, dtype)
     runners = _suite_runners(args, device, dtype)
     durations: dict[str, float] = {}
-    for suite in (name for name in SUITES if name in suites):
+    for suite in (name for name in SUITES + EXTRA_SUITES if name in suites):
         # each suite's files are written as soon as it finishes: a later suite's failure does not lose them
         started = time.perf_counter()
         results[suite] = runners[suite]()
@@ -136,6 +152,10 @@ def _summary(
         title = f"## Operators (B=1, H=4, D=64, {str(dtype).removeprefix('torch.')})"
         lines += ["", title, "", report.operators_markdown(results["operators"])]
         lines += ["", report.operators_markdown(results["operators"], pass_name="fwd")]
+    if "ceiling" in results:
+        from nalaformer.bench import ceiling
+
+        lines += ["", "## Ceiling", "", ceiling.ceiling_markdown(results["ceiling"])]
     model_rows = [results.get(name, ()) for name in ("decoding", "vision", "language")]
     if any(model_rows):
         lines += ["", "## Model level", "", model_report.models_markdown(*model_rows)]
@@ -176,7 +196,7 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
     """Each suite's settings from the command line (``--tiny`` picks seconds-long sizes), as a call that runs it."""
     import torch
 
-    from nalaformer.bench import decoding, models, operators, roofline
+    from nalaformer.bench import ceiling, decoding, models, operators, roofline
 
     tiny = args.tiny
     counts = args.thread_counts or sorted({1, args.threads or torch.get_num_threads()})
@@ -229,7 +249,25 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
         device=device,
         min_round_s=0.0 if tiny else 0.02,
     )
+    ceiling_settings = ceiling.CeilingSettings(
+        cases=tuple(
+            ceiling.parse_cases(args.cases)
+            if args.cases
+            else (("lm", 32), ("vision", 32), ("operator", 64))
+            if tiny
+            else ceiling.CASES
+        ),
+        preset="tiny" if tiny else "small",
+        variant="nalaformer_nano" if tiny else "nalaformer_t",
+        heads=2 if tiny else 4,
+        head_dim=16 if tiny else 64,
+        rounds=args.rounds or (1 if tiny else 3),
+        profile=not args.no_profile,
+        device=device,
+        min_round_s=0.0 if tiny else 0.02,
+    )
     return {
+        "ceiling": lambda: ceiling.run_ceiling(ceiling_settings, progress=_log),
         "operators": lambda: operators.run_operator_benchmarks(operator_settings, progress=_log),
         "roofline": lambda: roofline.run_roofline(roofline_settings, progress=_log),
         "decoding": lambda: decoding.run_decoding(decoding_settings, progress=_log),
