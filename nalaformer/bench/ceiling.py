@@ -377,12 +377,17 @@ def vision_models(variant: str, device: torch.device | str) -> dict[str, nn.Modu
     return models
 
 
-def run_ceiling(settings: CeilingSettings, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_ceiling(
+    settings: CeilingSettings,
+    progress: Callable[[str], None] | None = None,
+    on_case: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Rows of four kinds (``kind``): ``step`` (``model, size, candidate, median_ms, speedup_vs_softmax``: the
     ``none`` row's speed-up is the ceiling), ``part`` (``candidate, part, ms, share`` of a profiled step), ``op``
     (``part`` and ``op``: one aten op's own time in that part) and ``calls`` (the attention-op events a profile
     saw). Models: ``lm`` (size = sequence length), ``vision`` (image side), ``operator`` (sequence length; its
-    candidates ``sdpa``, ``nala_rope`` and ``nala``, forward+backward)."""
+    candidates ``sdpa``, ``nala_rope`` and ``nala``, forward+backward). ``on_case`` gets the rows so far after each
+    case (to write them before a long case that may not finish)."""
     rows: list[dict[str, Any]] = []
     for model, size in settings.cases:
         if model == "lm":
@@ -402,6 +407,8 @@ def run_ceiling(settings: CeilingSettings, progress: Callable[[str], None] | Non
                 )
             )
         rows += case
+        if on_case is not None:
+            on_case(list(rows))
     return rows
 
 

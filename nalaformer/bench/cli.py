@@ -196,7 +196,7 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
     """Each suite's settings from the command line (``--tiny`` picks seconds-long sizes), as a call that runs it."""
     import torch
 
-    from nalaformer.bench import ceiling, decoding, models, operators, roofline
+    from nalaformer.bench import ceiling, decoding, models, operators, report, roofline
 
     tiny = args.tiny
     counts = args.thread_counts or sorted({1, args.threads or torch.get_num_threads()})
@@ -249,6 +249,16 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
         device=device,
         min_round_s=0.0 if tiny else 0.02,
     )
+
+    def partial_ceiling(rows: list[dict[str, Any]]) -> None:
+        # the cases done so far, written as they finish (a later, longer case may be stopped)
+        if args.out is not None or not tiny:
+            folder = args.out or Path("benchmarks/results")
+            _write_suite("ceiling", rows, folder, device, report_extra, args.threads)
+            name = f"summary-ceiling-{report.device_slug(device, args.threads)}-torch{report.torch_version()}.md"
+            (folder / name).write_text("# Ceiling (cases so far)\n\n" + ceiling.ceiling_markdown(rows) + "\n")
+
+    report_extra = report.metadata(device, dtype)
     ceiling_settings = ceiling.CeilingSettings(
         cases=tuple(
             ceiling.parse_cases(args.cases)
@@ -267,7 +277,7 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
         min_round_s=0.0 if tiny else 0.02,
     )
     return {
-        "ceiling": lambda: ceiling.run_ceiling(ceiling_settings, progress=_log),
+        "ceiling": lambda: ceiling.run_ceiling(ceiling_settings, progress=_log, on_case=partial_ceiling),
         "operators": lambda: operators.run_operator_benchmarks(operator_settings, progress=_log),
         "roofline": lambda: roofline.run_roofline(roofline_settings, progress=_log),
         "decoding": lambda: decoding.run_decoding(decoding_settings, progress=_log),
