@@ -157,15 +157,10 @@ def labelled_parts(model: nn.Module) -> Iterator[None]:
             setattr(owner, name, value)
 
 
-def _walk(events: Sequence[Any]) -> Iterator[Any]:
-    for event in events:
-        yield event
-        yield from _walk(event.cpu_children)
-
-
 def breakdown(events: Sequence[Any]) -> dict[str, Any]:
-    """Own CPU time per part (ms) of a profile made under :func:`labelled_parts`, plus ``ops``: the own time of each
-    aten op inside the attention (ms) and ``calls``: the number of attention-op calls per op name.
+    """Own CPU time per part (ms) of a profile made under :func:`labelled_parts`; ``aten``: the part's time in aten
+    ops (the rest is Python and dispatch: the labels', autograd functions' and backward steps' own time); ``ops``:
+    the own time of each aten op per ``(part, op)`` (ms); ``calls``: the number of attention-op events per name.
 
     ``events``: the profile's ``events()``. An event belongs to the part of its nearest labelled enclosing call; a
     backward step (``autograd::engine::evaluate_function``) to the part of the forward op that made its node; an
@@ -175,6 +170,7 @@ def breakdown(events: Sequence[Any]) -> dict[str, Any]:
     forward_part: dict[tuple[int, int], str] = {}
     parts: dict[str, float] = defaultdict(float)
     ops: dict[tuple[str, str], float] = defaultdict(float)
+    aten: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
 
     def visit(event: Any, part: str | None) -> None:
@@ -190,6 +186,7 @@ def breakdown(events: Sequence[Any]) -> dict[str, Any]:
             here = "attention matmuls" if name in _MATMULS else "attention other ops"
         if name.startswith("aten::"):
             ops[(here, name)] += event.self_cpu_time_total / 1e3
+            aten[here] += event.self_cpu_time_total / 1e3
         if not name.startswith(_LABEL) and any(op in name for op in _ATTENTION_OPS):
             calls[name] += 1
         parts[here] += event.self_cpu_time_total / 1e3
@@ -202,7 +199,12 @@ def breakdown(events: Sequence[Any]) -> dict[str, Any]:
             _record_forward(root, None, forward_part)
     for root in sorted(roots, key=lambda event: event.time_range.start):
         visit(root, None)
-    return {"parts": {part: parts.get(part, 0.0) for part in PARTS}, "ops": dict(ops), "calls": dict(calls)}
+    return {
+        "parts": {part: parts.get(part, 0.0) for part in PARTS},
+        "aten": {part: aten.get(part, 0.0) for part in PARTS},
+        "ops": dict(ops),
+        "calls": dict(calls),
+    }
 
 
 def _record_forward(event: Any, part: str | None, forward_part: dict[tuple[int, int], str]) -> None:
@@ -328,6 +330,7 @@ def _profile_rows(kind: str, size: int, candidate: str, result: dict[str, Any]) 
             "part": part,
             "ms": ms,
             "share": ms / total if total else math.nan,
+            "aten_ms": result["aten"][part],
         }
         for part, ms in result["parts"].items()
     ]
@@ -546,6 +549,17 @@ def ceiling_markdown(rows: Sequence[dict[str, Any]]) -> str:
         body = [[part, *(f"{100 * share[(name, part)]:.1f}%" for name in candidates)] for part in PARTS]
         total = {name: sum(row["ms"] for row in profiled if row["candidate"] == name) for name in candidates}
         body.append(["profiled ms", *(f"{total[name]:.0f}" for name in candidates)])
+        if all("aten_ms" in row for row in profiled):
+            outside = {
+                name: sum(row["ms"] - row["aten_ms"] for row in profiled if row["candidate"] == name)
+                for name in candidates
+            }
+            body.append(
+                [
+                    "of it outside aten ops (Python, dispatch)",
+                    *(f"{100 * outside[name] / total[name]:.1f}%" if total[name] else "–" for name in candidates),
+                ]
+            )
         lines += ["", f"Share of the profiled step, {model} {size}:", "", markdown_table(["part", *candidates], body)]
         ops = [row for row in rows if row["kind"] == "op" and (row["model"], row["size"]) == (model, size)]
         if ops:

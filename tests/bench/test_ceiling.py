@@ -70,6 +70,7 @@ def test_profile_parts_add_up_and_backward_ops_follow_their_forward_part():
     parts = result["parts"]
     assert set(parts) == set(ceiling.PARTS) and all(ms >= 0 for ms in parts.values())
     assert math.isclose(sum(parts.values()), result["total_ms"])
+    assert all(0 <= result["aten"][part] <= parts[part] + 1e-9 for part in ceiling.PARTS)
     for part in ("attention matmuls", "feature maps", "linear layers", "norms", "convolutions", "optimizer"):
         assert parts[part] > 0, part
     ops = result["ops"]
