@@ -307,6 +307,8 @@ def _model_rows(
                 "size": size,
                 "candidate": name,
                 "median_ms": 1e3 * timing.median_s,
+                "min_ms": 1e3 * timing.min_s,
+                "max_ms": 1e3 * timing.max_s,
                 "speedup_vs_softmax": paired_ratio(timings["softmax"], timing),
                 "rounds": timing.rounds,
             }
@@ -465,6 +467,8 @@ def _operator_rows(
             "size": seq_len,
             "candidate": name,
             "median_ms": 1e3 * timing.median_s,
+            "min_ms": 1e3 * timing.min_s,
+            "max_ms": 1e3 * timing.max_s,
             "speedup_vs_softmax": paired_ratio(timings["sdpa"], timing),
             "rounds": timing.rounds,
         }
