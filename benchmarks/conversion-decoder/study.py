@@ -125,9 +125,48 @@ def report(run_dirs: list[Path], out: Path, note: str = "") -> str:
         tokens = f"{_span([r['tokens']['stage1'] for r in group])} / {_span([r['tokens']['total'] for r in group])}"
         seeds = ",".join(str(r["seed"]) for r in group)
         lines.append(f"| {mixer} | {seeds} | {' | '.join(cells)} | {cpu} | {tokens} |")
+    lines += _verdict_lines(by_mixer)
     table = "\n".join(lines) + "\n" + _cost_section(out, by_mixer.get("nala", []))
     (out / "results.md").write_text(table, encoding="utf-8")
     return table
+
+
+# measure -> (title, the record's stage and key); lower is better for every one
+VERDICT_MEASURES = {
+    "stage 2 perplexity ratio": ("stage2", "perplexity_ratio"),
+    "stage 2 KL": ("stage2", "kl_to_teacher"),
+    "stage 1 perplexity ratio": ("stage1", "perplexity_ratio"),
+    "stage 1 KL": ("stage1", "kl_to_teacher"),
+}
+
+
+def _verdict_lines(by_mixer: dict[str, list[dict]]) -> list[str]:
+    """NaLa against each other map per measure: the difference of the means (NaLa - map), its standard error and
+    the word of :func:`nalaformer.reproduce.conversion_report.verdict` (beyond seed noise: more than twice the
+    standard error; one seed on either side: no test)."""
+    from nalaformer.reproduce.conversion_report import mean_std, verdict
+
+    others = [mixer for mixer in by_mixer if mixer != "nala"]
+    if "nala" not in by_mixer or not others:
+        return []
+    lines = [
+        "",
+        'NaLa against each map (NaLa - map, ± standard error; lower is better for every measure; "better" / '
+        '"worse" only beyond twice the standard error):',
+        "",
+        "| measure | " + " | ".join(f"nala vs {mixer}" for mixer in others) + " |",
+        "|---|" + "---|" * len(others),
+    ]
+    nala = by_mixer["nala"]
+    for title, (stage, key) in VERDICT_MEASURES.items():
+        ours = list(mean_std([r[stage][key] for r in nala]))
+        cells = []
+        for mixer in others:
+            group = by_mixer[mixer]
+            entry = verdict(ours, len(nala), list(mean_std([r[stage][key] for r in group])), len(group), False)
+            cells.append(f"{entry['difference']:+.4f} ± {entry['standard_error']:.4f}: {entry['verdict']}")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _span(values: list[int]) -> str:

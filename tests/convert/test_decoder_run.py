@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,16 +112,19 @@ def test_linearize_help_names_the_language_model_folders_it_takes():
     assert "--model runs/my-lm --mixer nala --raw-text" in text
 
 
+def _load_script(name):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "conversion-decoder" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_decoder_cost_benchmark_reads_the_state_right_after_the_prompt(tokenizer, tmp_path, monkeypatch):
     """benchmarks/conversion-decoder/decoder_bench.py: the state column is the cache after the prompt alone (the timed
     single-token steps, which append to the teacher's key/value cache, must not count), so the teacher's grows
     exactly with the prompt and the converted model's not at all."""
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "conversion-decoder" / "decoder_bench.py"
-    spec = importlib.util.spec_from_file_location("decoder_bench", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_script("decoder_bench")
     monkeypatch.setenv("PYTHONPATH", "")
     teacher_dir = lm_folder(tmp_path, tokenizer)
     assert bench.main([str(teacher_dir), "--out", str(tmp_path / "out"), "--lengths", "24", "40", "--rounds", "1",
@@ -134,3 +138,23 @@ def test_decoder_cost_benchmark_reads_the_state_right_after_the_prompt(tokenizer
                 assert rows[length][f"{name}_state_bytes"] == bench.prefill(model, ids)[0].nbytes(), (name, length)
     assert rows[40]["softmax_state_bytes"] > rows[24]["softmax_state_bytes"]
     assert rows[24]["nala_state_bytes"] == rows[40]["nala_state_bytes"] > 0
+
+
+def test_decoder_study_report_gives_nala_against_each_map_per_measure():
+    study = _load_script("study")
+
+    def record(mixer, ratio, kl):
+        stage = {"perplexity_ratio": ratio, "kl_to_teacher": kl}
+        return {"mixer": mixer, "stage1": stage, "stage2": stage}
+
+    by_mixer = {
+        "nala": [record("nala", r, 0.03) for r in (1.020, 1.021, 1.022)],
+        "elu": [record("elu", r, 0.03 + d) for r, d in ((1.040, 0.0), (1.041, 0.001), (1.042, -0.001))],
+        "hedgehog": [record("hedgehog", 1.010, 0.02)],
+    }
+    rows = {line.split(" | ")[0].strip("| "): line for line in study._verdict_lines(by_mixer) if line.startswith("| ")}
+    assert rows["stage 2 perplexity ratio"].endswith(
+        "| -0.0200 ± 0.0008: better | +0.0110 ± 0.0006: one seed: no test |"
+    )
+    assert "+0.0000 ± 0.0006: within seed noise" in rows["stage 2 KL"]
+    assert study._verdict_lines({"nala": by_mixer["nala"]}) == []
