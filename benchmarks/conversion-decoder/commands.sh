@@ -19,9 +19,11 @@ convert() {  # mixer seed
   python $S/study.py evaluate "runs/convdec/conv/$1-s$2"
 }
 convert nala 0; convert elu 0; convert hedgehog 0; convert nala 1; convert nala 2
+for seed in 1 2; do convert elu $seed; convert hedgehog $seed; done
+for mixer in nala_cosine relu cosformer; do for seed in 0 1 2; do convert $mixer $seed; done; done
 
 # cost: forward time and peak memory at 512-16k tokens, per-token decoding, its peak memory and state bytes (one
 # thread; cost.{md,json}), then the report (results.{md,json}: the conversion table, then the cost table)
 python $S/decoder_bench.py runs/convdec/teacher --out $S
-python $S/study.py report runs/convdec/conv/{nala-s0,nala-s1,nala-s2,elu-s0,hedgehog-s0} --out $S \
-  --note "Measured on a 2-core CPU shared with other jobs (one thread per job): absolute times are loaded-machine figures; compare the same-run ratios."
+python $S/study.py report runs/convdec/conv/{nala,nala_cosine,elu,relu,hedgehog,cosformer}-s{0,1,2} --out $S \
+  --note "Measured on a 2-core CPU shared with other jobs (one thread per job): absolute times are loaded-machine figures; compare the same-run ratios. In the cost table the state column was read after the timed decoding steps (a few to ~25 tokens past the prompt: the teacher's 512-token cache is 2.01 MiB after the prompt alone); decoder_bench.py now reads it right after the prompt."

@@ -1,4 +1,4 @@
-"""Decoder conversion study: a softmax Shakespeare LM converted to NaLa / ELU / Hedgehog, measured on held-out plays.
+"""Decoder conversion study: a softmax Shakespeare LM converted to NaLa and the other maps, measured on held-out plays.
 
 The teacher is a ``nalaformer train lm`` run trained on the conversion plays only; each conversion is a
 ``nalaformer linearize`` run folder of it (a checkpoint is written at each stage's end, so stage 1's is kept).
