@@ -285,6 +285,24 @@ def _step(model: nn.Module, loss: Callable[[nn.Module], torch.Tensor]) -> Callab
     return train_step
 
 
+def _step_rows(kind: str, size: int, timings: dict[str, Any], softmax: str) -> list[dict[str, Any]]:
+    """One ``step`` row per timed candidate; the speed-up is against the ``softmax`` candidate's timing."""
+    return [
+        {
+            "kind": "step",
+            "model": kind,
+            "size": size,
+            "candidate": name,
+            "median_ms": 1e3 * timing.median_s,
+            "min_ms": 1e3 * timing.min_s,
+            "max_ms": 1e3 * timing.max_s,
+            "speedup_vs_softmax": paired_ratio(timings[softmax], timing),
+            "rounds": timing.rounds,
+        }
+        for name, timing in timings.items()
+    ]
+
+
 def _model_rows(
     kind: str,
     size: int,
@@ -298,21 +316,7 @@ def _model_rows(
     if progress:
         progress(f"ceiling: {kind} {size}: timing {', '.join(steps)}")
     timings = time_interleaved(steps, rounds=settings.rounds, min_round_s=settings.min_round_s, device=settings.device)
-    rows = []
-    for name, timing in timings.items():
-        rows.append(
-            {
-                "kind": "step",
-                "model": kind,
-                "size": size,
-                "candidate": name,
-                "median_ms": 1e3 * timing.median_s,
-                "min_ms": 1e3 * timing.min_s,
-                "max_ms": 1e3 * timing.max_s,
-                "speedup_vs_softmax": paired_ratio(timings["softmax"], timing),
-                "rounds": timing.rounds,
-            }
-        )
+    rows = _step_rows(kind, size, timings, "softmax")
     if settings.profile:
         for name, step in steps.items():
             if progress:
@@ -460,20 +464,7 @@ def _operator_rows(
     if progress:
         progress(f"ceiling: operator {seq_len}: timing {', '.join(calls)}")
     timings = time_interleaved(calls, rounds=settings.rounds, min_round_s=settings.min_round_s, device=device)
-    rows = [
-        {
-            "kind": "step",
-            "model": "operator",
-            "size": seq_len,
-            "candidate": name,
-            "median_ms": 1e3 * timing.median_s,
-            "min_ms": 1e3 * timing.min_s,
-            "max_ms": 1e3 * timing.max_s,
-            "speedup_vs_softmax": paired_ratio(timings["sdpa"], timing),
-            "rounds": timing.rounds,
-        }
-        for name, timing in timings.items()
-    ]
+    rows = _step_rows("operator", seq_len, timings, "sdpa")
     if settings.profile:
         for name in ("sdpa", "nala_rope"):
             if progress:
