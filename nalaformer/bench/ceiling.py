@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nalaformer.bench.models import build_preset_lm, lm_loss, train_step
 from nalaformer.bench.timing import paired_ratio, time_interleaved
 from nalaformer.layers.block import AttentionBlock
 
@@ -273,18 +274,6 @@ def parse_cases(entries: Sequence[str]) -> list[tuple[str, int]]:
     return cases
 
 
-def _step(model: nn.Module, loss: Callable[[nn.Module], torch.Tensor]) -> Callable[[], None]:
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss(model).backward()
-        optimizer.step()
-
-    return train_step
-
-
 def _step_rows(kind: str, size: int, timings: dict[str, Any], softmax: str) -> list[dict[str, Any]]:
     """One ``step`` row per timed candidate; the speed-up is against the ``softmax`` candidate's timing."""
     return [
@@ -312,7 +301,7 @@ def _model_rows(
     progress: Callable[[str], None] | None,
 ) -> list[dict[str, Any]]:
     """Time the train steps of ``models`` (``softmax``, ``nala``, ``none``) interleaved; profile each once."""
-    steps = {name: _step(model, loss) for name, model in models.items()}
+    steps = {name: train_step(model, loss) for name, model in models.items()}
     if progress:
         progress(f"ceiling: {kind} {size}: timing {', '.join(steps)}")
     timings = time_interleaved(steps, rounds=settings.rounds, min_round_s=settings.min_round_s, device=settings.device)
@@ -363,8 +352,6 @@ def _profile_rows(kind: str, size: int, candidate: str, result: dict[str, Any]) 
 
 def lm_models(preset: str, vocab_size: int, seq_len: int, device: torch.device | str) -> dict[str, nn.Module]:
     """The softmax and NaLa LMs of ``preset`` and the softmax one without attention (same seed, same weights)."""
-    from nalaformer.bench.models import build_preset_lm
-
     return {
         "softmax": build_preset_lm("softmax", preset, vocab_size, seq_len, device),
         "nala": build_preset_lm("nala", preset, vocab_size, seq_len, device),
@@ -427,7 +414,7 @@ def _lm_rows(seq_len: int, settings: CeilingSettings, progress: Callable[[str], 
     tokens = tokens.to(settings.device)
 
     def loss(model: nn.Module) -> torch.Tensor:
-        return model(input_ids=tokens, labels=tokens, use_cache=False).loss
+        return lm_loss(model, tokens)
 
     models = lm_models(settings.preset, settings.vocab_size, seq_len, settings.device)
     return _model_rows("lm", seq_len, models, loss, settings, progress)

@@ -46,6 +46,20 @@ class VisionSettings:
     device: torch.device | str = "cpu"
 
 
+def train_step(model: torch.nn.Module, loss: Callable[[torch.nn.Module], torch.Tensor]) -> Callable[[], None]:
+    """The train step every suite times: ``model`` in train mode, one call = zero the gradients, ``loss(model)``,
+    backward, an AdamW step (lr 1e-4; its state is made on the first call, so that call is the warm-up's)."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss(model).backward()
+        optimizer.step()
+
+    return step
+
+
 def _vision_calls(model: torch.nn.Module, images: torch.Tensor, pass_name: str) -> Callable[[], object]:
     if pass_name == "inference":
         model.eval()
@@ -55,16 +69,8 @@ def _vision_calls(model: torch.nn.Module, images: torch.Tensor, pass_name: str) 
                 model(images)
 
         return infer
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     labels = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-
-    return train_step
+    return train_step(model, lambda m: F.cross_entropy(m(images), labels))
 
 
 def _timed_once(fn: Callable[[], object], device: torch.device) -> float:
@@ -219,6 +225,11 @@ def build_preset_lm(mixer: str, preset: str, vocab_size: int, max_len: int, devi
     return NaLaForCausalLM(config).to(device)
 
 
+def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The language suite's loss: next-token cross-entropy of ``tokens`` on themselves, no cache."""
+    return model(input_ids=tokens, labels=tokens, use_cache=False).loss
+
+
 def run_language(settings: LanguageSettings, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Rows ``mixer, seq_len, batch, threads, median_ms, tokens_per_s, speedup_vs_softmax, speedup_vs_1_thread``:
     one train step (forward, loss, backward, AdamW) per call."""
@@ -232,16 +243,10 @@ def run_language(settings: LanguageSettings, progress: Callable[[str], None] | N
             tokens = torch.randint(0, settings.vocab_size, (batch, seq_len), generator=generator).to(settings.device)
             calls: dict[str, Callable[[], object]] = {}
             for mixer in settings.mixers:
-                model = build_preset_lm(mixer, settings.preset, settings.vocab_size, seq_len, settings.device).train()
-                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-                def train_step(model=model, optimizer=optimizer, tokens=tokens) -> None:
-                    optimizer.zero_grad(set_to_none=True)
-                    model(input_ids=tokens, labels=tokens, use_cache=False).loss.backward()
-                    optimizer.step()
-
+                model = build_preset_lm(mixer, settings.preset, settings.vocab_size, seq_len, settings.device)
+                step = train_step(model, lambda m, tokens=tokens: lm_loss(m, tokens))
                 for threads in counts:
-                    calls[_key(mixer, threads)] = at_threads(train_step, threads)
+                    calls[_key(mixer, threads)] = at_threads(step, threads)
             if progress:
                 progress(f"language: train steps of {', '.join(calls)} at {batch}x{seq_len} tokens")
             timings = time_interleaved(

@@ -9,8 +9,8 @@ import torch
 
 import nalaformer.ops.nala.common as common
 from nalaformer.bench import paired_ratio, time_interleaved
-from nalaformer.bench.ceiling import CeilingSettings, _step
-from nalaformer.bench.models import build_preset_lm
+from nalaformer.bench.ceiling import CeilingSettings
+from nalaformer.bench.models import build_preset_lm, lm_loss, train_step
 from nalaformer.ops import nala_attention
 from nalaformer.ops.rope import rope_angles_1d
 
@@ -40,10 +40,10 @@ def lm_step() -> None:
     tokens = torch.randint(0, settings.vocab_size, (2, 1024), generator=torch.Generator().manual_seed(0))
 
     def loss(model):
-        return model(input_ids=tokens, labels=tokens, use_cache=False).loss
+        return lm_loss(model, tokens)
 
-    softmax = _step(build_preset_lm("softmax", settings.preset, settings.vocab_size, 1024, "cpu"), loss)
-    nala = _step(build_preset_lm("nala", settings.preset, settings.vocab_size, 1024, "cpu"), loss)
+    softmax = train_step(build_preset_lm("softmax", settings.preset, settings.vocab_size, 1024, "cpu"), loss)
+    nala = train_step(build_preset_lm("nala", settings.preset, settings.vocab_size, 1024, "cpu"), loss)
 
     def with_threshold(threshold: int):
         def run() -> None:
