@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nalaformer.bench.models import build_preset_lm, lm_loss, train_step
+from nalaformer.bench.models import build_preset_lm, lm_loss, lm_tokens, train_step
 from nalaformer.bench.timing import paired_ratio, time_interleaved
 from nalaformer.layers.block import AttentionBlock
 
@@ -409,9 +409,7 @@ def run_ceiling(
 
 
 def _lm_rows(seq_len: int, settings: CeilingSettings, progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
-    batch = max(1, 2048 // seq_len)
-    tokens = torch.randint(0, settings.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
-    tokens = tokens.to(settings.device)
+    tokens = lm_tokens(seq_len, settings.vocab_size, settings.device)
 
     def loss(model: nn.Module) -> torch.Tensor:
         return lm_loss(model, tokens)

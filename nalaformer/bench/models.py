@@ -192,10 +192,10 @@ def _vision_pass(
 
 @dataclass(frozen=True)
 class LanguageSettings:
-    """Attributes: ``mixers`` (default: NaLa and softmax), ``seq_lens``, ``batch`` per length (default: 2048 tokens
-    per step, at least one sequence), ``preset`` (a ``NaLaConfig`` preset: the model's width, depth, heads and MLP) with
-    a ``vocab_size`` override (byte-sized by default, so the output head does not dominate), ``threads``,
-    ``rounds``, ``device``, ``min_round_s``."""
+    """Attributes: ``mixers`` (default: NaLa and softmax), ``seq_lens``, ``batch`` per length (default:
+    :data:`TOKENS_PER_STEP` tokens per step, at least one sequence), ``preset`` (a ``NaLaConfig`` preset: the model's
+    width, depth, heads and MLP) with a ``vocab_size`` override (byte-sized by default, so the output head does not
+    dominate), ``threads``, ``rounds``, ``device``, ``min_round_s``."""
 
     mixers: Sequence[str] = ("nala", "softmax")
     seq_lens: Sequence[int] = (1024, 8192)
@@ -225,6 +225,18 @@ def build_preset_lm(mixer: str, preset: str, vocab_size: int, max_len: int, devi
     return NaLaForCausalLM(config).to(device)
 
 
+# tokens per LM train step of the language and ceiling suites (a batch of 2 at 1024 tokens, 1 at 8192)
+TOKENS_PER_STEP = 2048
+
+
+def lm_tokens(seq_len: int, vocab_size: int, device: torch.device | str, batch: int | None = None) -> torch.Tensor:
+    """The language suite's training batch: ``batch`` sequences of ``seq_len`` random tokens (default:
+    :data:`TOKENS_PER_STEP` tokens per step, at least one sequence), seed 0, on ``device``."""
+    batch = max(1, TOKENS_PER_STEP // seq_len) if batch is None else batch
+    tokens = torch.randint(0, vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    return tokens.to(device)
+
+
 def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """The language suite's loss: next-token cross-entropy of ``tokens`` on themselves, no cache."""
     return model(input_ids=tokens, labels=tokens, use_cache=False).loss
@@ -238,9 +250,8 @@ def run_language(settings: LanguageSettings, progress: Callable[[str], None] | N
     rows: list[dict[str, Any]] = []
     try:
         for seq_len in settings.seq_lens:
-            batch = (settings.batch or {}).get(seq_len, max(1, 2048 // seq_len))
-            generator = torch.Generator().manual_seed(0)
-            tokens = torch.randint(0, settings.vocab_size, (batch, seq_len), generator=generator).to(settings.device)
+            tokens = lm_tokens(seq_len, settings.vocab_size, settings.device, (settings.batch or {}).get(seq_len))
+            batch = tokens.shape[0]
             calls: dict[str, Callable[[], object]] = {}
             for mixer in settings.mixers:
                 model = build_preset_lm(mixer, settings.preset, settings.vocab_size, seq_len, settings.device)
