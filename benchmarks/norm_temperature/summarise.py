@@ -1,18 +1,23 @@
 """Tables of the norm-temperature sweep: mean ± std over seeds per task and mixer, and the verdicts.
 
-    python benchmarks/norm_temperature/summarise.py FILE.jsonl [FILE.jsonl ...]
+    PYTHONPATH=. python benchmarks/norm_temperature/summarise.py FILE.jsonl [FILE.jsonl ...]
 
 Reads the lines written by ``sweep.py`` / ``measure.py`` (one per trained model) and prints markdown: per task the
 metric, the saturated share, the spread of p and the entropy-norm correlation r of each mixer, then each NaLa
-variant against ``nala``. A difference is called only when the two means differ by more than the larger of the two
-seed standard deviations (the study's rule, ``nalaformer.reproduce.results.compare``), with at least two seeds each;
-for r against softmax's the noise also counts softmax's own seed std.
+variant against ``nala``. A difference is called by the study's one rule (``nalaformer.reproduce.seeds``): only when
+it exceeds twice its standard error, with at least two seeds on each side; the "noise" printed is that threshold.
+For r against softmax's, the difference is of the two distances to softmax's mean r, and its standard error also
+counts softmax's own seed spread where the two r lie on opposite sides of it (on the same side softmax's mean
+cancels from the difference).
 """
 
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
+
+from nalaformer.reproduce.seeds import STANDARD_ERRORS, seed_call
 
 HIGHER = {"image": True, "mqar": True, "lm": False}
 MIXERS = ("softmax", "sign_split_power", "nala", "nala_learned_t", "nala_running_t")
@@ -34,23 +39,29 @@ def cell(s, digits=3):
 
 
 def call(a, b, higher=True):
-    """'better' / 'worse' / 'within noise' for a against b (or 'same direction' counts for r)."""
+    """'better' / 'worse' / 'within noise' for a against b, with the gain (positive is better) and the noise."""
     if a is None or b is None or min(a[2], b[2]) < 2:
         return "no noise estimate"
-    gain = (a[0] - b[0]) * (1 if higher else -1)
-    if abs(gain) <= max(a[1], b[1]):
-        return f"within noise ({gain:+.3f}, noise {max(a[1], b[1]):.3f})"
-    return f"{'better' if gain > 0 else 'worse'} ({gain:+.3f}, noise {max(a[1], b[1]):.3f})"
+    side = ({"mean": s[0], "std": s[1], "n": s[2]} for s in (a, b))
+    judged = seed_call(*side, higher_is_better=higher)
+    word = "within noise" if judged["call"] == "within seed noise" else judged["call"]
+    return f"{word} ({judged['gain']:+.3f}, noise {judged['noise']:.3f})"
 
 
 def toward(a, b, softmax):
-    """Whether r of a is closer to softmax's mean r than r of b, beyond the largest seed std of a, b and softmax
-    (softmax's std only where it has two seeds or more)."""
+    """Whether r of a is closer to softmax's mean r than r of b, by more than twice the standard error of that gain,
+    ``|r_b - r_s| - |r_a - r_s|``: the spreads of a and b, and softmax's where r_a and r_b lie on opposite sides of
+    r_s (there its mean counts twice; on the same side it cancels). No call with fewer than two seeds of a or b, or
+    of softmax where its spread counts."""
     if a is None or b is None or softmax is None or min(a[2], b[2]) < 2:
         return "no noise estimate"
-    target, target_std, _ = softmax["norm_pearson_entropy_q_norm"]
+    target, target_std, target_n = softmax["norm_pearson_entropy_q_norm"]
     gain = abs(b[0] - target) - abs(a[0] - target)
-    noise = max(a[1], b[1], target_std)
+    weight = math.copysign(1.0, a[0] - target) - math.copysign(1.0, b[0] - target)
+    if weight and target_n < 2:
+        return "no noise estimate"
+    variance = a[1] ** 2 / a[2] + b[1] ** 2 / b[2] + (weight**2 * target_std**2 / target_n if weight else 0.0)
+    noise = STANDARD_ERRORS * math.sqrt(variance)
     if abs(gain) <= noise:
         return f"within noise (closer by {gain:+.3f}, noise {noise:.3f})"
     return f"{'toward' if gain > 0 else 'away from'} softmax (closer by {gain:+.3f}, noise {noise:.3f})"

@@ -253,11 +253,12 @@ def summary_lines(grid: dict[str, Any] | None, long_range: dict[str, Any] | None
         for r in rows
     ]
     lines = [
-        "Best mixer per task, its margin over the runner-up, and the seed noise (the larger std of the two); a lead "
-        "is called only when the margin exceeds that noise with at least two seeds.",
+        "Best mixer per task, its margin over the runner-up, and the seed noise: twice the standard error of the "
+        "difference of the two means, 2 sqrt(s_a^2 / n_a + s_b^2 / n_b). A lead is called only when the margin "
+        "exceeds that noise, with at least two seeds on each side.",
         "",
     ]
-    return lines + table_lines(["task", "best", "runner-up", "margin", "noise (std)", "seeds", "call"], table)
+    return lines + table_lines(["task", "best", "runner-up", "margin", "noise (2 SE)", "seeds", "call"], table)
 
 
 def recall_lines(grid: dict[str, Any], figures: dict[str, str | None]) -> list[str]:

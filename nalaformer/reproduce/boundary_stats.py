@@ -1,26 +1,21 @@
-"""Seed statistics of the boundary sections, and the rule that calls one mixer better than another.
+"""The boundary sections' best-mixer calls: which mixer leads a task and whether its lead is beyond seed noise.
 
-A difference is called only when it exceeds the seed noise: the gap between two means must be larger than the
-larger of their standard deviations (the same rule as the study's ``compare``), and with fewer than two seeds on
-either side no call is made at all.
+A lead is called by the study's one rule (:mod:`nalaformer.reproduce.seeds`): the margin between the two means must
+exceed twice the standard error of that difference, and with fewer than two seeds on either side no call is made.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
+from nalaformer.reproduce.seeds import seed_call
 
-
-def mean_std(values: list[float | None]) -> dict[str, Any]:
-    """``{"mean", "std" (None with fewer than 2 values), "n"}`` over the finite values."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return {
-        "mean": float(np.mean(finite)) if finite else None,
-        "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
-        "n": len(finite),
-    }
+# seed_call's word -> the summary table's (the leader's margin is never negative, so never "worse")
+VERDICTS = {
+    "better": "ahead beyond seed noise",
+    "within seed noise": "within seed noise",
+    "not called": "not called (one seed)",
+}
 
 
 def call_best(task: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -32,7 +27,9 @@ def call_best(task: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any] |
 
     Returns:
         ``{"task", "best", "runner_up", "margin", "noise", "seeds", "verdict"}``; ``None`` without two measured
-        mixers. ``verdict`` is ``"ahead beyond seed noise"``, ``"within seed noise"`` or ``"not called (one seed)"``.
+        mixers. ``noise`` is the threshold the margin is judged against, twice the standard error of the difference
+        of the two means (None with one seed); ``verdict`` is ``"ahead beyond seed noise"``, ``"within seed noise"``
+        or ``"not called (one seed)"``.
     """
     ranked = sorted(
         ((name, e) for name, e in entries.items() if e.get("mean") is not None), key=lambda item: -item[1]["mean"]
@@ -40,22 +37,15 @@ def call_best(task: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any] |
     if len(ranked) < 2:
         return None
     (best, a), (second, b) = ranked[0], ranked[1]
-    margin = a["mean"] - b["mean"]
-    seeds = min(a["n"], b["n"])
-    noise = max(a["std"] or 0.0, b["std"] or 0.0) if seeds >= 2 else None
-    if noise is None:
-        verdict = "not called (one seed)"
-    elif margin > noise:
-        verdict = "ahead beyond seed noise"
-    else:
-        verdict = "within seed noise"
+    judged = seed_call(a, b)
+    verdict = VERDICTS[judged["call"]]
     return {
         "task": task,
         "best": best,
         "runner_up": second,
-        "margin": margin,
-        "noise": noise,
-        "seeds": seeds,
+        "margin": judged["difference"],
+        "noise": judged["noise"],
+        "seeds": min(a["n"], b["n"]),
         "verdict": verdict,
     }
 

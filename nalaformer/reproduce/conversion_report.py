@@ -1,16 +1,18 @@
 """The conversion section's report: mean ± std over seeds, NaLa against each map per metric, tables and a figure.
 
-"Beyond seed noise" means the difference of the two means exceeds twice its standard error,
-``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the sample standard deviations over seeds; with one seed there is no test.
+"Beyond seed noise" is the study's one rule (:mod:`nalaformer.reproduce.seeds`): the difference of the two means
+exceeds twice its standard error, ``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the sample standard deviations over seeds;
+with fewer than two seeds on either side there is no test.
 The held-out passages and the probe's folds are the same for every run, so the spread is that of the conversion
 (seed and data order) alone.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
+
+from nalaformer.reproduce import seeds
 
 # measure -> (table title, higher is better)
 METRICS = {
@@ -27,11 +29,12 @@ TARGET = {"spearman": 0.95, "probe_gap": -0.01, "cpu_seconds": 1800.0}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    """Mean and sample standard deviation (:func:`nalaformer.reproduce.seeds.mean_std`; 0 for one value), the
+    ``[mean, std]`` pair this report stores per measure."""
+    if not values:
+        raise ValueError("mean_std: values is empty (a measure needs at least one seed)")
+    stats = seeds.mean_std(values)
+    return stats["mean"], stats["std"] or 0.0
 
 
 def _attention_gaps(row: dict[str, Any], teacher: list[dict[str, Any]]) -> dict[str, float]:
@@ -69,16 +72,18 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def verdict(a: list[float], n_a: int, b: list[float], n_b: int, higher_is_better: bool) -> dict[str, Any]:
-    """``a`` (mean, std over ``n_a`` seeds) against ``b``: the difference, its standard error and the word."""
-    difference = a[0] - b[0]
-    error = math.sqrt(a[1] ** 2 / n_a + b[1] ** 2 / n_b)
-    if n_a < 2 or n_b < 2:
-        word = "one seed: no test"
-    elif abs(difference) <= 2 * error:
-        word = "within seed noise"
-    else:
-        word = "better" if (difference > 0) == higher_is_better else "worse"
-    return {"difference": difference, "standard_error": error, "verdict": word}
+    """``a`` (mean, std over ``n_a`` seeds) against ``b``: the difference, its standard error, the threshold it is
+    judged against (``noise``, twice the standard error) and the word, by
+    :func:`nalaformer.reproduce.seeds.seed_call`. With one seed on either side the standard error is that of the
+    spread of the other side alone (0 when neither has one) and there is no test."""
+    judged = seeds.seed_call(
+        {"mean": a[0], "std": a[1], "n": n_a}, {"mean": b[0], "std": b[1], "n": n_b}, higher_is_better
+    )
+    error = judged["standard_error"]
+    if error is None:  # no test; the table still shows the spread there is
+        error = (a[1] ** 2 / n_a + b[1] ** 2 / n_b) ** 0.5
+    word = "one seed: no test" if judged["call"] == "not called" else judged["call"]
+    return {"difference": judged["difference"], "standard_error": error, "noise": judged["noise"], "verdict": word}
 
 
 def _verdicts(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -219,7 +219,8 @@ def long_range_cells(plan: LongRangePlan, task_options: dict[str, dict[str, Any]
 
 def summarise_long_range(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per task and mixer: accuracy mean ± std over seeds, seconds per step, step memory; the best mixer per task."""
-    from nalaformer.reproduce.boundary_stats import calls, mean_std
+    from nalaformer.reproduce.boundary_stats import calls
+    from nalaformer.reproduce.seeds import mean_std
 
     tasks: dict[str, dict[str, Any]] = {}
     for record in records:

@@ -166,7 +166,7 @@ def summarise_grid(records: list[dict[str, Any]], widths: tuple[int, ...] = ()) 
     ``settled`` only when none of them could move it: no width below the smallest that reaches :data:`SOLVED`, or
     (none reaching it) no width at all, is missing. A partial grid draws no frontier from widths it has not run.
     """
-    from nalaformer.reproduce.boundary_stats import mean_std
+    from nalaformer.reproduce.seeds import mean_std
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:

@@ -19,6 +19,7 @@ from nalaformer.reporting import markdown_table, read_json, write_json
 from nalaformer.reproduce import paper
 from nalaformer.reproduce.jobs import result_path, run_dir
 from nalaformer.reproduce.plan import StudyPlan
+from nalaformer.reproduce.seeds import mean_std, seed_call
 
 CONTROLLED_SCALES = (0.25, 1.0, 4.0, 16.0)
 # the linear baselines NaLa is compared to (ablations and the delta rule are compared separately)
@@ -40,13 +41,11 @@ def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
+    return mean_std(values)["mean"]
 
 
 def _std(values: list[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+    return mean_std(values)["std"]
 
 
 def _validation_curve(out_dir: Path, task: str, mixer: str, seeds: list[int], metric: str) -> list[dict[str, Any]]:
@@ -221,8 +220,9 @@ def collect_results(out_dir: str | Path, plan: StudyPlan, failures: list[dict[st
 def compare(task: dict[str, Any], candidate: str, reference: str) -> dict[str, Any] | None:
     """``candidate`` against ``reference`` on a task: the difference in the better direction and a verdict.
 
-    The verdict is "better" / "worse" when the mean difference exceeds the larger seed standard deviation,
-    "within noise" otherwise; with one seed there is no noise estimate and the verdict says so.
+    The verdict is "better" / "worse" when the difference of the means exceeds twice its standard error (the study's
+    one rule, :func:`nalaformer.reproduce.seeds.seed_call`), "within noise" otherwise; ``noise`` is that threshold.
+    With fewer than two seeds on either side there is no noise estimate (``noise`` is None) and the verdict says so.
     """
     mixers = task["mixers"]
     if candidate not in mixers or reference not in mixers:
@@ -230,13 +230,12 @@ def compare(task: dict[str, Any], candidate: str, reference: str) -> dict[str, A
     a, b = mixers[candidate], mixers[reference]
     if a["mean"] is None or b["mean"] is None:
         return None
-    sign = 1.0 if task["higher_is_better"] else -1.0
-    gain = sign * (a["mean"] - b["mean"])
-    noise = max(s for s in (a["std"], b["std"], 0.0) if s is not None)
-    if min(a["n"], b["n"]) < 2:
+    judged = seed_call(a, b, task["higher_is_better"])
+    gain = judged["gain"]
+    if judged["call"] == "not called":
         verdict = ("better" if gain > 0 else "worse" if gain < 0 else "equal") + " (one seed, no noise estimate)"
-    elif abs(gain) <= noise:
+    elif judged["call"] == "within seed noise":
         verdict = "within noise"
     else:
-        verdict = "better" if gain > 0 else "worse"
-    return {"candidate": candidate, "reference": reference, "gain": gain, "noise": noise, "verdict": verdict}
+        verdict = judged["call"]
+    return {"candidate": candidate, "reference": reference, "gain": gain, "noise": judged["noise"], "verdict": verdict}

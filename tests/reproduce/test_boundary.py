@@ -7,10 +7,11 @@ import json
 import pytest
 
 from nalaformer.reproduce.boundary_report import boundary_lines, recall_best_rows
-from nalaformer.reproduce.boundary_stats import call_best, mean_std
+from nalaformer.reproduce.boundary_stats import call_best
 from nalaformer.reproduce.long_range import long_range_plan, summarise_long_range
 from nalaformer.reproduce.recall_grid import SOLVED, recall_grid_plan, summarise_grid
 from nalaformer.reproduce.results import fmt
+from nalaformer.reproduce.seeds import mean_std
 from nalaformer.reproduce.small_training import Cell, run_cell
 
 
