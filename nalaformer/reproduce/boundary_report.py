@@ -39,6 +39,8 @@ def _recall_seeds_text(plan: dict[str, Any]) -> str:
         for key, noun in (("seed_widths", "width"), ("seed_mixers", "mixers"))
         if plan.get(key)
     ]
+    if plan.get("seed_settings"):
+        parts.append(f"settings {', '.join(f'T={s[0]} P={s[1]}' for s in plan['seed_settings'])}")
     if not parts or len(seeds) < 2:
         return f"seeds {seeds}"
     return f"seeds {seeds} for {' and '.join(parts)}; seed {seeds[0]} alone for the other cells"
@@ -273,13 +275,17 @@ def recall_lines(grid: dict[str, Any], figures: dict[str, str | None]) -> list[s
     ]
     settings, widths = _settings(grid), _planned_widths(grid)
     cells = {(r["seq_len"], r["pairs"], r["mixer"], r["width"]): r for r in grid["rows"]}
+    # the widths a setting runs when the plan names them (setting_widths), else every width
+    setting_widths = {tuple(s): set(w) for s, w in plan.get("setting_widths") or []}
     table = []
     for mixer in _mixers(grid):
         for seq_len, pairs in settings:
             entries = [cells.get((seq_len, pairs, mixer, w)) for w in widths]
             if not any(entries):
                 continue
-            table.append([mixer, f"T={seq_len} P={pairs}", *(_pm(e) if e else "not run" for e in entries)])
+            planned = setting_widths.get((seq_len, pairs), set(widths))
+            texts = [_pm(e) if e else "not run" if w in planned else "not planned" for e, w in zip(entries, widths)]
+            table.append([mixer, f"T={seq_len} P={pairs}", *texts])
     lines += table_lines(["mixer", "setting", *(f"width {w}" for w in widths)], table)
     lines += recall_not_run_lines(grid)
     frontier = [
@@ -328,7 +334,8 @@ def long_range_not_run_lines(long_range: dict[str, Any]) -> list[str]:
         if name not in ran:
             parts.append(f"{name} (no mixer)")
             continue
-        missing = [m for m in plan.get("mixers") or [] if m not in ran[name]["mixers"]]
+        planned = (task.get("mixers") if isinstance(task, dict) else task.mixers) or plan.get("mixers") or []
+        missing = [m for m in planned if m not in ran[name]["mixers"]]
         if missing:
             parts.append(f"{name}: {', '.join(missing)}")
     if not parts:

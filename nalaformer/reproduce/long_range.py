@@ -38,12 +38,14 @@ class LongRangeTask:
         train_examples, val_examples: set sizes (generated, or drawn from the image source's training images).
         options: ListOps: ``min_length``, ``max_length``; Pathfinder: ``size``, ``path_length``, ``distractors``;
             pixels: ``prefer`` (``"fashion-mnist"``, falling back to MNIST-5k).
+        mixers: the plan's mixers this task runs (None: all of them).
     """
 
     name: str
     train_examples: int
     val_examples: int
     options: dict[str, Any] = field(default_factory=dict)
+    mixers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,12 @@ class LongRangePlan:
     def __post_init__(self) -> None:
         if self.seeded_mixers is not None and not set(self.seeded_mixers) <= set(self.mixers):
             raise ValueError(f"LongRangePlan.seeded_mixers={self.seeded_mixers} must be among mixers={self.mixers}")
+        for task in self.tasks:
+            if task.mixers is not None and not (task.mixers and set(task.mixers) <= set(self.mixers)):
+                raise ValueError(
+                    f"LongRangeTask({task.name!r}).mixers={task.mixers} must be a non-empty subset of the plan's "
+                    f"mixers={self.mixers}"
+                )
 
     def runs(self, seed: int) -> tuple[str, ...]:
         """The mixers that run with ``seed``."""
@@ -78,17 +86,18 @@ def long_range_plan(mode: str) -> LongRangePlan:
     pass, committed under ``benchmarks/boundary-reduced``: LRA lengths except ListOps at 128-512 tokens, three mixers,
     60 steps, one seed: every mixer stayed at chance), ``"map"`` (the measured pass committed under
     ``benchmarks/boundary-map``: pixel-level Fashion-MNIST, 784 tokens, the seven key mixers with seed 0 and softmax,
-    NaLa and ELU with seeds 1 and 2 too, 300 steps) or ``"full"`` (not run yet).
+    NaLa and ELU with seeds 1 and 2 too, 300 steps) or ``"full"`` (committed under ``benchmarks/boundary-full``).
 
     Full mode runs the map's recipe (width 32, one layer, 300 steps of batch 16, lr 3e-3) on the three tasks at LRA
-    lengths: ListOps 500-2,000 tokens (padded to 2,000), Pathfinder 32x32 = 1,024, pixels 784; all 8 mixers with seed
-    0 and softmax, NaLa, ELU with seeds 1, 2: 42 runs of 53-239 CPU-s, 99 CPU-minutes, about 50 min on 2 workers,
-    estimated from measured step times (``nalaformer.reproduce.boundary_budget``; ``python -m
-    nalaformer.reproduce.boundary --mode full --estimate``). With the recall grid's 93 min, full mode of both
-    sections comes to about 2.4 hours on 2 quiet cores, inside the 3-hour budget. Every seed of every mixer on every
-    task (72 runs) would not fit beside the grid. The runs go task by task, the seeded mixers' three seeds first
-    (:func:`long_range_cells`), pixels first (the one task the map's recipe is known to learn; its cells are the
-    map's pixel cells), then Pathfinder and ListOps.
+    lengths: ListOps 500-2,000 tokens (padded to 2,000), Pathfinder 32x32 = 1,024, pixels 784. Pixels: all 8 mixers
+    with seed 0 and softmax, NaLa, ELU with seeds 1, 2 (14 runs); Pathfinder and ListOps: softmax, NaLa and ELU with
+    seeds 0, 1, 2 (9 runs each): 32 runs of 53-239 CPU-s, 68 CPU-minutes, estimated from measured step times
+    (``nalaformer.reproduce.boundary_budget``; ``python -m nalaformer.reproduce.boundary --mode full --estimate``).
+    The other five mixers were planned on Pathfinder and ListOps too and dropped once every run of softmax, NaLa and
+    ELU there ended at a constant answer (the validation share of one class): a recipe under which no mixer learns
+    cannot rank more mixers. The runs go task by task, the seeded mixers' three seeds first (:func:`long_range_cells`),
+    pixels first (the one task the map's recipe is known to learn; its cells are the map's pixel cells), then
+    Pathfinder and ListOps.
     """
     if mode == "tiny":
         tasks = (
@@ -117,12 +126,12 @@ def long_range_plan(mode: str) -> LongRangePlan:
         seeded = ("softmax", "nala", "elu")
         return LongRangePlan(tasks, KEY_MIXERS, (0, 1, 2), 32, 1, 2, 300, 16, 3e-3, seeded_mixers=seeded)
     if mode == "full":
+        seeded = ("softmax", "nala", "elu")
         tasks = (
             LongRangeTask("pixels", 8000, 1000, {"prefer": "fashion-mnist"}),
-            LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}),
-            LongRangeTask("listops", 8000, 500, {"min_length": 500, "max_length": 2000}),
+            LongRangeTask("pathfinder", 8000, 500, {"size": 32, "path_length": 14, "distractors": 1}, seeded),
+            LongRangeTask("listops", 8000, 500, {"min_length": 500, "max_length": 2000}, seeded),
         )
-        seeded = ("softmax", "nala", "elu")
         return LongRangePlan(tasks, LONG_RANGE_MIXERS, (0, 1, 2), 32, 1, 2, 300, 16, 3e-3, seeded_mixers=seeded)
     raise ValueError(f"long_range_plan: mode must be tiny, quick, reduced, map or full, got {mode!r}")
 
@@ -162,7 +171,9 @@ def _generate(task: LongRangeTask) -> dict[str, Any]:
 
 def task_data_path(out_dir: Path, task: LongRangeTask) -> Path:
     """Where :func:`prepare_task` keeps ``task``'s data: ``results/long_range_data/<task>-<settings hash>.pt``."""
-    digest = hashlib.sha1(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest()[:10]
+    # the data depends on the task's sizes and options, not on which mixers train on it
+    settings = {key: value for key, value in asdict(task).items() if key != "mixers"}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(out_dir) / "results" / "long_range_data" / f"{task.name}-{digest}.pt"
 
 
@@ -192,13 +203,13 @@ def long_range_cells(plan: LongRangePlan, task_options: dict[str, dict[str, Any]
         for task in plan.tasks
         for seed in plan.seeds
         for mixer in plan.mixers
-        if mixer in plan.runs(plan.seeds[-1])
+        if mixer in plan.runs(plan.seeds[-1]) and (task.mixers is None or mixer in task.mixers)
     ]
     once = [
         (task, mixer, plan.seeds[0])
         for task in plan.tasks
         for mixer in plan.mixers
-        if mixer not in plan.runs(plan.seeds[-1])
+        if mixer not in plan.runs(plan.seeds[-1]) and (task.mixers is None or mixer in task.mixers)
     ]
     return [
         Cell(

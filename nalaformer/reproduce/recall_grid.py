@@ -52,6 +52,9 @@ class RecallGridPlan:
         widths: model widths (2 layers, ``heads`` heads).
         mixers, seeds: every mixer at every cell, with every seed (but see ``seed_widths``).
         seed_widths, seed_mixers: when set, the seeds after the first run only at these widths and mixers.
+        seed_settings: when set, the seeds after the first run only at these settings.
+        setting_widths: ``(setting, widths)`` pairs: the widths a setting runs (a setting not named runs every
+            width of ``widths``).
         steps, batch_size, lr: the recipe (the same for every cell).
         vocab: MQAR vocabulary (keys in its lower half, values in its upper half).
         train_examples, val_examples: sequences per cell (training: drawn per seed; validation: shared).
@@ -71,12 +74,32 @@ class RecallGridPlan:
     heads: int = 2
     seed_widths: tuple[int, ...] | None = None
     seed_mixers: tuple[str, ...] | None = None
+    seed_settings: tuple[tuple[int, int], ...] | None = None
+    setting_widths: tuple[tuple[tuple[int, int], tuple[int, ...]], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.seed_widths is not None and not set(self.seed_widths) <= set(self.widths):
             raise ValueError(f"RecallGridPlan.seed_widths={self.seed_widths} must be among widths={self.widths}")
         if self.seed_mixers is not None and not set(self.seed_mixers) <= set(self.mixers):
             raise ValueError(f"RecallGridPlan.seed_mixers={self.seed_mixers} must be among mixers={self.mixers}")
+        if self.seed_settings is not None and not set(self.seed_settings) <= set(self.settings):
+            raise ValueError(
+                f"RecallGridPlan.seed_settings={self.seed_settings} must be among settings={self.settings}"
+            )
+        for setting, widths in self.setting_widths or ():
+            if setting not in self.settings or not widths or not set(widths) <= set(self.widths):
+                raise ValueError(
+                    f"RecallGridPlan.setting_widths: {setting} -> {widths} must name one of settings={self.settings} "
+                    f"and a non-empty subset of widths={self.widths}"
+                )
+
+    def widths_at(self, setting: tuple[int, int]) -> tuple[int, ...]:
+        """The widths ``setting`` runs (``setting_widths``; every width when it does not name the setting)."""
+        return dict(self.setting_widths or ()).get(setting, self.widths)
+
+    def seeds_at(self, setting: tuple[int, int]) -> tuple[int, ...]:
+        """The seeds ``setting`` runs near the frontier (``seed_settings``; every seed when unset)."""
+        return self.seeds if self.seed_settings is None or setting in self.seed_settings else self.seeds[:1]
 
     def near_frontier(self, width: int, mixer: str) -> bool:
         """Whether ``(width, mixer)`` gets every seed (``seed_widths`` / ``seed_mixers``; every cell when unset)."""
@@ -87,21 +110,21 @@ class RecallGridPlan:
     def cells(self) -> list[Cell]:
         """Every cell, the most informative first, so a run cut short (or one limited by ``--cells`` or
         ``--max-minutes``) holds whole comparisons: first the cells near the frontier (``seed_widths`` x
-        ``seed_mixers``) with every seed, setting by setting (each setting's comparison over seeds complete before the
-        next one starts); then the first seed alone over the rest of the grid (the coarse pass). Within a setting:
-        seeds, then widths and mixers in the plan's order."""
+        ``seed_mixers``) with every seed of their setting (``seeds_at``), setting by setting (each setting's comparison
+        over seeds complete before the next one starts); then the first seed alone over the rest of the grid (the
+        coarse pass). Within a setting: seeds, then widths (``widths_at``) and mixers in the plan's order."""
         near = [
             (setting, seed, width, mixer)
             for setting in self.settings
-            for seed in self.seeds
-            for width in self.widths
+            for seed in self.seeds_at(setting)
+            for width in self.widths_at(setting)
             for mixer in self.mixers
             if self.near_frontier(width, mixer)
         ]
         coarse = [
             (setting, self.seeds[0], width, mixer)
             for setting in self.settings
-            for width in self.widths
+            for width in self.widths_at(setting)
             for mixer in self.mixers
             if not self.near_frontier(width, mixer)
         ]
@@ -128,12 +151,16 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
     ``benchmarks/boundary-map``: the same setting and recipe, widths 32 (coarse pass, seed 0) and 64 (near the
     frontier: seeds 0, 1, 2), the seven :data:`KEY_MIXERS`; 28 cells, about 27 CPU-minutes.
 
-    ``"full"`` (not run yet) sizes the grid for the boundary sections' 3-hour budget on 2 cores, from the step times
-    measured at these shapes (``nalaformer.reproduce.boundary_budget``; ``python -m nalaformer.reproduce.boundary
-    --mode full --estimate`` prints it): 3 settings (T = 32 with 4 and 8 pairs: the pairs axis; T = 64 with 8 pairs:
-    the length axis) x widths 32, 64 x all 12 mixers with seed 0 (72 cells), and seeds 1, 2 for the seven key mixers
-    at width 64 (42 cells): 114 cells of 800 steps, 28-251 CPU-s each, about 3.1 CPU-hours, 93 min on 2 workers.
-    Not every mixer at every seed: that grid (216 cells) alone would take 5.4 CPU-hours, 2.7 h on 2 workers.
+    ``"full"`` sizes the grid for the boundary sections' 3-hour budget on 2 cores, from the step times measured at
+    these shapes (``nalaformer.reproduce.boundary_budget``; ``python -m nalaformer.reproduce.boundary --mode full
+    --estimate`` prints it): 3 settings (T = 32 with 4 and 8 pairs: the pairs axis; T = 64 with 8 pairs: the length
+    axis), all 12 mixers with seed 0 at width 64 and, at the two T = 32 settings, at width 32 too; seeds 1 and 2 for
+    the seven key mixers at width 64 at the two T = 32 settings: 88 cells of 800 steps, 28-251 CPU-s each, about 2.2
+    CPU-hours by the table. It was trimmed from 114 cells by what its first cells measured: at width 32 every mixer,
+    softmax included, stayed at 0.24-0.30 on T = 32 with 4 pairs (the easiest setting), so the harder T = 64 setting
+    runs width 64 alone; and the three seeds go where the width-64 accuracies straddle the 0.9 line (T = 32: softmax
+    0.98 with 4 pairs, 0.21-1.00 with 8), not to T = 64 with 8 pairs, longer than the 8-pair setting where every
+    linear mixer already stays at 0.14-0.22 on three seeds. Every mixer at every seed would take 216 cells.
 
     In both, the cells near the frontier come first, setting by setting with all three seeds
     (:meth:`RecallGridPlan.cells`): full mode's first 21 cells are the seven key mixers at T = 32, 4 pairs, width 64,
@@ -155,6 +182,7 @@ def recall_grid_plan(mode: str) -> RecallGridPlan:
         return RecallGridPlan(
             settings, (64, 32), RECALL_MIXERS, (0, 1, 2), 800, 64, 3e-3, 32, 51_200, 256,
             seed_widths=(64,), seed_mixers=KEY_MIXERS,
+            seed_settings=settings[:2], setting_widths=((settings[2], (64,)),),
         )  # fmt: skip
     raise ValueError(f"recall_grid_plan: mode must be tiny, quick, reduced, map or full, got {mode!r}")
 

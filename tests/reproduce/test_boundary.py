@@ -96,6 +96,47 @@ def test_seed_subsets_keep_the_first_seed_everywhere_and_the_later_seeds_where_a
         LongRangePlan((task,), ("nala",), (0,), 16, 1, 2, 1, 8, 1e-3, seeded_mixers=("relu",))
 
 
+def test_a_grid_can_run_fewer_widths_and_seeds_at_some_settings():
+    from nalaformer.reproduce.recall_grid import RecallGridPlan
+
+    settings = ((32, 4), (64, 8))
+    grid = RecallGridPlan(
+        settings, (16, 64), ("softmax", "nala"), (0, 1, 2), 1, 8, 1e-3, 32, 8, 8,
+        seed_widths=(64,), seed_settings=settings[:1], setting_widths=((settings[1], (64,)),),
+    )  # fmt: skip
+    names = {c.name for c in grid.cells()}
+    # T = 32: seed 0 at both widths, seeds 1, 2 at width 64; T = 64: width 64 alone, seed 0 alone
+    assert names == {
+        *(f"mqar-T32-P4-{m}-w16-seed0" for m in ("softmax", "nala")),
+        *(f"mqar-T32-P4-{m}-w64-seed{s}" for m in ("softmax", "nala") for s in (0, 1, 2)),
+        *(f"mqar-T64-P8-{m}-w64-seed0" for m in ("softmax", "nala")),
+    }
+    assert grid.widths_at(settings[0]) == (16, 64) and grid.seeds_at(settings[1]) == (0,)
+    with pytest.raises(ValueError, match="seed_settings"):
+        RecallGridPlan(settings, (16,), ("nala",), (0,), 1, 8, 1e-3, 32, 8, 8, seed_settings=((16, 2),))
+    for bad in (((16, 2), (16,)), ((32, 4), (32,)), ((32, 4), ())):
+        with pytest.raises(ValueError, match="setting_widths"):
+            RecallGridPlan(settings, (16,), ("nala",), (0,), 1, 8, 1e-3, 32, 8, 8, setting_widths=(bad,))
+
+
+def test_a_long_range_task_can_run_a_subset_of_the_mixers_on_the_same_data(tmp_path):
+    from nalaformer.reproduce.long_range import LongRangePlan, LongRangeTask, long_range_cells, task_data_path
+
+    every, some = LongRangeTask("listops", 8, 8, {"max_length": 16}), LongRangeTask("pathfinder", 8, 8, {}, ("nala",))
+    plan = LongRangePlan((every, some), ("softmax", "nala"), (0, 1), 16, 1, 2, 1, 8, 1e-3)
+    sizes = {"listops": {"seq_len": 16}, "pathfinder": {"seq_len": 16}}
+    assert [(c.task, c.mixer, c.seed) for c in long_range_cells(plan, sizes)] == [
+        ("listops", "softmax", 0), ("listops", "nala", 0), ("listops", "softmax", 1), ("listops", "nala", 1),
+        ("pathfinder", "nala", 0), ("pathfinder", "nala", 1),
+    ]  # fmt: skip
+    # which mixers run does not change the task's data file (finished cells keep their data)
+    restricted = LongRangeTask("listops", 8, 8, {"max_length": 16}, ("nala",))
+    assert task_data_path(tmp_path, restricted) == task_data_path(tmp_path, every)
+    for bad in (("relu",), ()):
+        with pytest.raises(ValueError, match="mixers"):
+            LongRangePlan((LongRangeTask("listops", 8, 8, {}, bad),), ("nala",), (0,), 16, 1, 2, 1, 8, 1e-3)
+
+
 def test_the_norm_aware_variants_are_in_the_full_grid():
     assert {"nala_running_t", "nala_learned_t"} <= set(recall_grid_plan("full").mixers)
     assert "nala_running_t" in long_range_plan("full").mixers and "nala_running_t" in recall_grid_plan("map").mixers
@@ -240,25 +281,31 @@ def test_full_mode_runs_the_frontier_comparison_first_setting_by_setting():
 
     plan = recall_grid_plan("full")
     cells = plan.cells()
-    assert len({c.name for c in cells}) == len(cells) == 114
+    # 12 mixers x (widths 32 and 64 at the two T = 32 settings, width 64 at T = 64) with seed 0, and seeds 1, 2 of
+    # the seven key mixers at width 64 at the two T = 32 settings
+    assert len({c.name for c in cells}) == len(cells) == 12 * 5 + 2 * 2 * len(KEY_MIXERS) == 88
     first = cells[: 3 * len(KEY_MIXERS)]
     assert {(c.data["seq_len"], c.data["pairs"], c.width) for c in first} == {(32, 4, 64)}
     assert {(c.mixer, c.seed) for c in first} == {(m, s) for m in KEY_MIXERS for s in (0, 1, 2)}
     near = [c for c in cells if c.width == 64 and c.mixer in KEY_MIXERS]
     assert cells[: len(near)] == near  # every frontier cell (3 seeds) before the coarse pass
     assert all(c.seed == 0 for c in cells[len(near) :])
+    at_64 = [c for c in cells if c.data["seq_len"] == 64]
+    assert {(c.width, c.seed) for c in at_64} == {(64, 0)} and len(at_64) == 12
     long_range = planned_cells("full", ("long-range",))["long-range"]
     seeded = long_range_plan("full").seeded_mixers
     assert [(c.task, c.mixer, c.seed) for c in long_range[:9]] == [("pixels", m, s) for s in (0, 1, 2) for m in seeded]
-    assert len(long_range) == 42 and len({c.name for c in long_range}) == 42
+    # pixels: 8 mixers with seed 0 and the seeded three with seeds 1, 2; Pathfinder and ListOps: the seeded three
+    assert len(long_range) == 14 + 9 + 9 and len({c.name for c in long_range}) == 32
+    assert {c.mixer for c in long_range if c.task != "pixels"} == set(seeded)
 
 
 def test_cells_patterns_select_by_name_and_a_pattern_matching_nothing_is_an_error():
     from nalaformer.reproduce.boundary import select_cells
 
     names = [c.name for c in recall_grid_plan("full").cells()]
-    chosen = select_cells(names, "mqar-T32-P4-*-w64-seed2, mqar-T64-P8-nala-w32-seed0")
-    assert len(chosen) == 8 and "mqar-T64-P8-nala-w32-seed0" in chosen
+    chosen = select_cells(names, "mqar-T32-P4-*-w64-seed2, mqar-T64-P8-nala-w64-seed0")
+    assert len(chosen) == 8 and "mqar-T64-P8-nala-w64-seed0" in chosen
     with pytest.raises(ValueError, match="--cells: 'mqar-T99-\\*' matches no cell"):
         select_cells(names, "mqar-T99-*")
     with pytest.raises(ValueError, match="--cells"):
@@ -443,3 +490,33 @@ def test_a_partial_long_range_run_names_the_tasks_and_mixers_not_run():
     assert "pathfinder (no mixer); listops (no mixer)" in text
     assert seed_count_text([3, 3]) == "3 seeds" and seed_count_text([1]) == "one seed"
     assert seed_count_text([1, 3, 2]) == "1-3 seeds"
+
+
+def test_the_report_tells_a_width_not_planned_at_a_setting_from_one_not_run_yet():
+    from dataclasses import asdict
+
+    from nalaformer.reproduce.boundary_report import long_range_not_run_lines, recall_lines
+    from nalaformer.reproduce.long_range import LongRangePlan, LongRangeTask
+    from nalaformer.reproduce.recall_grid import RecallGridPlan
+
+    settings = ((32, 4), (64, 8))
+    plan = RecallGridPlan(
+        settings, (16, 64), ("softmax", "nala"), (0,), 1, 8, 1e-3, 32, 8, 8, setting_widths=((settings[1], (64,)),)
+    )
+    long_cell = Cell("mqar", "nala", 64, 2, 2, 10, 8, 1e-3, 0, {"seq_len": 64, "pairs": 8, "vocab": 32})
+    records = [
+        _mqar("nala", 64, 0, 0.5, 100),  # T = 32: width 16 planned, not run yet
+        {"cell": long_cell.__dict__, "name": long_cell.name, "accuracy": 0.2, "state_bytes": 100, "train_seconds": 1},
+    ]
+    grid = {**summarise_grid(records, plan.widths), "plan": asdict(plan)}
+    lines = "\n".join(recall_lines(grid, {})).splitlines()
+    rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| nala |")}
+    assert rows, lines
+    assert "not run" in rows["T=32 P=4"] and "not planned" not in rows["T=32 P=4"]
+    assert "not planned" in rows["T=64 P=8"]  # width 16 is not in that setting's plan
+    tasks = (LongRangeTask("pixels", 8, 8), LongRangeTask("listops", 8, 8, {}, ("nala",)))
+    long_plan = LongRangePlan(tasks, ("softmax", "nala"), (0,), 16, 1, 2, 1, 8, 1e-3)
+    ran = {"pixels": {"mixers": {"nala": {}}}, "listops": {"mixers": {"nala": {}}}}
+    lines = long_range_not_run_lines({"plan": asdict(long_plan), "tasks": ran})
+    # listops plans NaLa alone, so only pixels misses a mixer
+    assert lines[0] == "Not run yet: pixels: softmax (the table holds no result of them)."
