@@ -80,7 +80,8 @@ def gradient_of_ratio(
     batch, heads, length = grad_block.shape[:3]
     grad = grad_block.new_empty(batch, heads, length, value_dim + joint)
     grad_den = grad[..., value_dim] if joint else grad_block.new_empty(batch, heads, length)
-    torch.sum(grad_block * o[:, block].transpose(1, 2), dim=-1, out=grad_den).neg_()
+    # copied in, not reduced with out=: dynamo cannot trace out= into the strided column of the joint tensor
+    grad_den.copy_((grad_block * o[:, block].transpose(1, 2)).sum(dim=-1)).neg_()
     divide_into(grad[..., :value_dim], grad_block, den[..., block, None])
     if not joint:
         grad_den /= den[..., block]
