@@ -19,6 +19,8 @@ from typing import Any
 SUITES = ("operators", "roofline", "decoding", "vision", "language")
 # run only when named (not part of "all"): what limits the model-level ratios (nalaformer.bench.ceiling)
 EXTRA_SUITES = ("ceiling",)
+# the suites with torch.compile rows (--compile)
+COMPILE_SUITES = ("operators", "decoding")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="decoding: also time torch.compile of the NaLa model's step beside the eager rows, compile time apart",
+        help="operators, decoding: also time torch.compile of the NaLa operator (operators) and of the NaLa model's step"
+        " (decoding) beside the eager rows, compile time apart",
     )
     parser.add_argument(
         "--thread-counts",
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown suite(s) {unknown}; choose from {', '.join(SUITES + EXTRA_SUITES)} or all")
     named = tuple(dict.fromkeys(args.suites))
     suites = SUITES + tuple(s for s in named if s in EXTRA_SUITES) if not named or "all" in named else named
+    if args.compile and not set(COMPILE_SUITES) & set(suites):
+        raise ValueError(f"--compile applies to the {' and '.join(COMPILE_SUITES)} suites, not to {', '.join(suites)}")
     out = args.out if args.out is not None else (None if args.tiny else Path("benchmarks/results"))
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     results: dict[str, list[dict[str, Any]]] = {}
@@ -150,6 +155,8 @@ def _summary(
         title = f"## Operators (B=1, H=4, D=64, {str(dtype).removeprefix('torch.')})"
         lines += ["", title, "", report.operators_markdown(results["operators"])]
         lines += ["", report.operators_markdown(results["operators"], pass_name="fwd")]
+        if _compiled(results["operators"]):
+            lines += ["", "### Compiled operators", "", report.compiled_operators_markdown(results["operators"])]
     if "ceiling" in results:
         from nalaformer.bench import ceiling
 
@@ -212,6 +219,7 @@ def _suite_runners(args: argparse.Namespace, device: Any, dtype: Any) -> dict[st
         memory_methods=() if args.no_memory else ("nala", "nala_rope", "sdpa"),
         threads=args.threads,
         min_round_s=0.0 if tiny else 0.02,
+        compile=args.compile,
     )
     roofline_settings = roofline.RooflineSettings(
         seq_len=256 if tiny else 16384,

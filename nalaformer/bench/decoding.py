@@ -21,7 +21,6 @@ reference.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +28,10 @@ from typing import Any
 import torch
 
 from nalaformer.bench.models import _key, _ratio, _thread_ratio, build_preset_lm
-from nalaformer.bench.timing import at_threads, thread_counts, time_interleaved
+from nalaformer.bench.timing import COMPILED, at_threads, first_calls_seconds, thread_counts, time_interleaved
 
 WEIGHTS_ROW = "weights"
 PREFILL_PIECE = 2048
-COMPILED = "+compile"
 # compiled steps run before the timed rounds, per thread count: the compilation, its one recompile, a steady step
 COMPILE_CALLS = 3
 
@@ -141,10 +139,7 @@ def run_decoding(settings: DecodingSettings, progress: Callable[[str], None] | N
                         key = _key(name, threads)
                         steps[key] = at_threads(step, threads)
                         if key not in compile_seconds:
-                            started = time.perf_counter()
-                            for _ in range(COMPILE_CALLS):
-                                steps[key]()
-                            compile_seconds[key] = time.perf_counter() - started
+                            compile_seconds[key] = first_calls_seconds(steps[key], COMPILE_CALLS, settings.device)
                 if settings.weights_floor and "nala" in models:
                     for threads in counts:
                         steps[_key(WEIGHTS_ROW, threads)] = at_threads(weights_only_step(models["nala"]), threads)

@@ -4,6 +4,12 @@ Every method takes ``q, k, v [B, T, H, D]``. Times are taken at each sequence le
 (non-causal or causal) interleaved in the same rounds (:mod:`nalaformer.bench.timing`), forward and
 forward+backward, and reported with the ratio to SDPA measured in those rounds. Peak memory (forward+backward) comes
 from :mod:`nalaformer.bench.memory`, one fresh process per configuration.
+
+With ``compile`` the NaLa methods are also timed as ``torch.compile`` of the same call (rows ``nala+compile`` and
+``nala_rope+compile``, in the same rounds as the eager rows, which stay the reference). Each compiles per mode and
+length with static shapes (``dynamic=False``, dynamo's caches reset first, so every length is a fresh, specialised
+compilation and no cache limit is reached): its first calls of each pass are timed apart (``compile_s``; a cold
+compilation only when inductor's on-disk cache does not hold it already).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nalaformer.bench.memory import peak_memory_bytes
-from nalaformer.bench.timing import paired_ratio, time_interleaved
+from nalaformer.bench.timing import COMPILED, first_calls_seconds, paired_ratio, time_interleaved
 from nalaformer.layers.feature_maps import (
     CosFormerFeatureMap,
     EluFeatureMap,
@@ -47,6 +53,10 @@ BASELINE_MAPS: dict[str, Callable[[int, int, bool], FeatureMap]] = {
 METHODS = ("nala", "nala_rope", "nala_plain", *BASELINE_MAPS, "sdpa")
 REFERENCE = "sdpa"
 PASSES = ("fwd", "fwd+bwd")
+# the methods timed also as torch.compile of the same call (rows "<method>+compile")
+COMPILABLE = ("nala", "nala_rope")
+# compiled calls before the timed rounds, per pass: the compilation and one call that would show a recompile
+COMPILE_CALLS = 2
 
 
 def plain_nala_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -94,13 +104,31 @@ def _rope_tables(seq_len: int, head_dim: int, device: torch.device) -> tuple[tor
     return rope_angles_1d(seq_len, head_dim, device=device)
 
 
-def build_method(method: str, causal: bool, heads: int, head_dim: int, device: torch.device) -> Attention:
-    """The attention ``(q, k, v) -> o`` of ``method`` (one of :data:`METHODS`) on ``[B, T, H, D]`` tensors."""
-    if method == "nala":
-        return lambda q, k, v: nala_attention(q, k, v, causal=causal)
-    if method == "nala_rope":
+def build_method(
+    method: str,
+    causal: bool,
+    heads: int,
+    head_dim: int,
+    device: torch.device,
+    compiler: Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]] | None = None,
+) -> Attention:
+    """The attention ``(q, k, v) -> o`` of ``method`` (one of :data:`METHODS`) on ``[B, T, H, D]`` tensors.
+
+    ``compiler`` (methods of :data:`COMPILABLE` only), e.g. ``torch.compile``, is applied to the operator call itself;
+    the RoPE tables are made outside it and passed in, as a model layer does.
+    """
+    if compiler is not None and method not in COMPILABLE:
+        raise ValueError(f"only {COMPILABLE} are compiled here, got method {method!r}")
+    if method in COMPILABLE:
+
+        def call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: Any = None) -> torch.Tensor:
+            return nala_attention(q, k, v, causal=causal, rope=rope)
+
+        operator = call if compiler is None else compiler(call)
+        if method == "nala":
+            return lambda q, k, v: operator(q, k, v)
         # what every model layer calls: decoupled RoPE (rotated numerator, plain denominator); tables made once per T
-        return lambda q, k, v: nala_attention(q, k, v, causal=causal, rope=_rope_tables(q.shape[1], head_dim, q.device))
+        return lambda q, k, v: operator(q, k, v, _rope_tables(q.shape[1], head_dim, q.device))
     if method == "nala_plain":
         return lambda q, k, v: plain_nala_attention(q, k, v, causal)
     if method == "sdpa":
@@ -193,6 +221,10 @@ class OperatorSettings:
         memory_methods: methods whose forward+backward peak memory is measured (a fresh process each).
         threads: torch threads of the memory subprocesses (None = default).
         min_round_s: a fast call is repeated to last this long per round (:func:`time_interleaved`).
+        compile: also time ``torch.compile`` of the methods of :data:`COMPILABLE` among ``methods`` (rows
+            ``<method>+compile``).
+        compile_backend: their ``torch.compile`` backend (``"inductor"``: the default one).
+        compile_dynamic: their ``dynamic`` (False: a compilation specialised to each length).
     """
 
     lengths: Sequence[int] = (256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -209,6 +241,9 @@ class OperatorSettings:
     memory_methods: Sequence[str] = ("nala", "nala_rope", "sdpa")
     threads: int | None = None
     min_round_s: float = 0.02
+    compile: bool = False
+    compile_backend: str = "inductor"
+    compile_dynamic: bool | None = False
 
 
 def _skipped(method: str, seq_len: int, settings: OperatorSettings) -> str | None:
@@ -227,12 +262,21 @@ def run_operator_benchmarks(
     Row fields: ``method, causal, seq_len, pass, median_ms, min_ms, max_ms, rounds, speedup_vs_sdpa`` (SDPA's time
     over the method's, paired per round; empty where SDPA was skipped), ``rope_over_plain`` (``nala_rope`` rows: its
     time over ``nala``'s, paired per round), ``peak_mib, peak_bytes_per_token`` (forward+backward rows of
-    ``memory_methods``) and ``note``.
+    ``memory_methods``) and ``note``. With ``compile``, rows ``<method>+compile`` too, and on every row
+    ``speedup_vs_eager`` (the eager method's time over the compiled one's, paired per round; NaN on eager rows) and
+    ``compile_s`` (seconds of the compiled method's first calls of that pass at that length; NaN on eager rows).
     """
     methods = list(dict.fromkeys([*settings.methods, REFERENCE]))
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    compiled = [method + COMPILED for method in methods if method in COMPILABLE] if settings.compile else []
+    if settings.compile and not compiled:
+        raise ValueError(f"compile: methods must include one of {COMPILABLE}, got {list(settings.methods)}")
+
+    def compiler(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        return torch.compile(fn, backend=settings.compile_backend, dynamic=settings.compile_dynamic)
+
     rows: list[dict[str, Any]] = []
     for causal in settings.modes:
         for seq_len in settings.lengths:
@@ -249,17 +293,34 @@ def run_operator_benchmarks(
                 attention = build_method(method, causal, settings.heads, settings.head_dim, settings.device)
                 for pass_name, call in _calls(attention, inputs).items():
                     candidates[f"{method}|{pass_name}"] = call
+            compile_seconds: dict[str, float] = {}
+            if compiled:
+                # a fresh compilation per length: its time is this length's, and the caches stay within their limit
+                torch._dynamo.reset()
+                if progress:
+                    progress(f"operators: compiling {', '.join(compiled)} at T={seq_len}")
+            for name in compiled:
+                attention = build_method(
+                    name.removesuffix(COMPILED), causal, settings.heads, settings.head_dim, settings.device, compiler
+                )
+                for pass_name, call in _calls(attention, inputs).items():
+                    key = f"{name}|{pass_name}"
+                    candidates[key] = call
+                    compile_seconds[key] = first_calls_seconds(call, COMPILE_CALLS, settings.device)
             rounds = settings.rounds if seq_len <= 4096 else max(2, settings.rounds // 2)
             if progress:
                 progress(f"operators: {'causal' if causal else 'non-causal'} T={seq_len} ({len(candidates)} calls)")
             timings = time_interleaved(
                 candidates, rounds=rounds, min_round_s=settings.min_round_s, device=settings.device
             )
-            for method in methods:
+            for method in methods + compiled:
+                base, suffix = method.removesuffix(COMPILED), COMPILED if method in compiled else ""
                 for pass_name in PASSES:
                     timing = timings.get(f"{method}|{pass_name}")
                     reference = timings.get(f"{REFERENCE}|{pass_name}")
-                    plain = timings.get(f"nala|{pass_name}") if method == "nala_rope" else None
+                    # the compiled pair's ratio is taken between the compiled rows
+                    plain = timings.get(f"nala{suffix}|{pass_name}") if base == "nala_rope" else None
+                    eager = timings.get(f"{base}|{pass_name}") if suffix else None
                     row: dict[str, Any] = {
                         "method": method,
                         "causal": causal,
@@ -279,6 +340,11 @@ def run_operator_benchmarks(
                         "peak_bytes_per_token": math.nan,
                         "note": notes.get(method, ""),
                     }
+                    if settings.compile:
+                        row["speedup_vs_eager"] = (
+                            math.nan if timing is None or eager is None else paired_ratio(eager, timing)
+                        )
+                        row["compile_s"] = compile_seconds.get(f"{method}|{pass_name}", math.nan)
                     if timing is not None and pass_name == "fwd+bwd" and method in settings.memory_methods:
                         peak = peak_memory_bytes(
                             "nalaformer.bench.operators:memory_case",

@@ -206,6 +206,22 @@ def operators_markdown(rows: Sequence[dict[str, Any]], pass_name: str = "fwd+bwd
     return "\n\n".join(blocks)
 
 
+def compiled_operators_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The compiled operator rows: time, speed-up over SDPA and over the eager method, and the compilation's seconds
+    (its first calls of that pass at that length, timed apart)."""
+    columns = ["method", "mode", "T", "pass", "ms", "vs SDPA", "vs eager", "compile_s"]
+    table = []
+    for row in rows:
+        if math.isnan(row.get("compile_s", math.nan)):
+            continue
+        mode = "causal" if row["causal"] else "non-causal"
+        cells = [row["median_ms"], row["speedup_vs_sdpa"], row["speedup_vs_eager"], row["compile_s"]]
+        formats = ("{:.3g}", "{:.3g}x", "{:.3g}x", "{:.1f}")
+        texts = ["–" if math.isnan(value) else form.format(value) for value, form in zip(cells, formats)]
+        table.append([row["method"], mode, row["seq_len"], row["pass"], *texts])
+    return markdown_table(columns, table)
+
+
 def plot_operators(rows: Sequence[dict[str, Any]], path: Path | str, title: str = "") -> Path | None:
     """Time (fwd+bwd), speed-up over SDPA and peak memory per token against ``T``, one row of panels per mode."""
     plt = load_pyplot()

@@ -96,6 +96,24 @@ def time_interleaved(
     }
 
 
+# the name suffix of a benchmark's torch.compile rows (beside the eager rows of the same name, which stay the reference)
+COMPILED = "+compile"
+
+
+def first_calls_seconds(fn: Callable[[], object], calls: int, device: torch.device | str | None = None) -> float:
+    """Seconds of the first ``calls`` calls of a freshly compiled ``fn``: its compilation (and any recompilation on
+    the next calls), timed apart from the interleaved rounds. Run before :func:`time_interleaved`, whose warm-up then
+    finds it compiled."""
+    if calls < 1:
+        raise ValueError(f"calls must be >= 1, got {calls}")
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
 def paired_ratio(reference: Timing, candidate: Timing) -> float:
     """Median over rounds of ``reference / candidate`` (how many times faster the candidate is than the reference)."""
     if reference.rounds != candidate.rounds:

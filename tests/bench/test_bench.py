@@ -7,6 +7,7 @@ writes its files and computes its figures from the timings it took.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 
 import pytest
@@ -19,6 +20,7 @@ from nalaformer.bench.timing import Timing, paired_ratio, time_interleaved
 from nalaformer.cli import main
 from nalaformer.ops import nala_attention
 from tests.assertions import assert_close
+from tests.ops.test_nala_compile import _skip_without_inductor, opt_in
 
 
 def test_time_interleaved_rotates_candidates_and_keeps_every_round():
@@ -195,3 +197,93 @@ def test_decoding_compile_rows_sit_beside_the_eager_ones(tmp_path, monkeypatch):
     assert all(float(row["speedup_vs_reference"]) > 0 and float(row["per_token_ms"]) > 0 for row in compiled)
     assert all(row["compile_s"] == "nan" for row in rows if row["mixer"] != "nala+compile")
     assert "| compile_s |" in next(tmp_path.glob("summary-*.md")).read_text()
+
+
+def _outputs_and_gradients(attention, inputs) -> dict[str, torch.Tensor]:
+    o = attention(*inputs)
+    return dict(zip(("o", "dq", "dk", "dv"), (o, *torch.autograd.grad(o.square().sum(), inputs))))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+@pytest.mark.parametrize("method", operators.COMPILABLE)
+def test_compiled_operator_methods_give_the_eager_results(method, causal):
+    # aot_eager: dynamo's capture and AOTAutograd's backward without code generation (inductor: the opt-in test below)
+    torch._dynamo.reset()
+    compiler = functools.partial(torch.compile, backend="aot_eager", fullgraph=True)
+    compiled = operators.build_method(method, causal, 3, 6, torch.device("cpu"), compiler)
+    eager = operators.build_method(method, causal, 3, 6, torch.device("cpu"))
+    # odd sizes: 37 tokens (not a multiple of the blocked path's pieces), 3 heads, D = 6
+    inputs = operators.make_inputs(2, 37, 3, 6, torch.device("cpu"), torch.float32)
+    expected = _outputs_and_gradients(eager, inputs)
+    for name, got in _outputs_and_gradients(compiled, inputs).items():
+        assert_close(name, expected[name], got, ratio=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@opt_in
+def test_compiled_operator_method_under_inductor_gives_the_eager_result():
+    _skip_without_inductor()
+    torch._dynamo.reset()
+    compiled = operators.build_method("nala_rope", True, 3, 6, torch.device("cpu"), torch.compile)
+    eager = operators.build_method("nala_rope", True, 3, 6, torch.device("cpu"))
+    inputs = operators.make_inputs(2, 37, 3, 6, torch.device("cpu"), torch.float32)
+    expected = _outputs_and_gradients(eager, inputs)
+    for name, got in _outputs_and_gradients(compiled, inputs).items():
+        assert_close(name, expected[name], got)
+
+
+@pytest.mark.slow
+def test_operator_compile_rows_sit_beside_the_eager_ones():
+    torch._dynamo.reset()
+    settings = operators.OperatorSettings(
+        lengths=(37, 40),
+        methods=("nala", "nala_rope"),
+        modes=(False,),
+        heads=3,
+        head_dim=6,
+        rounds=1,
+        memory_methods=(),
+        min_round_s=0.0,
+        compile=True,
+        compile_backend="aot_eager",
+    )
+    rows = operators.run_operator_benchmarks(settings)
+    names = ["nala", "nala_rope", "sdpa", "nala+compile", "nala_rope+compile"]
+    assert [row["method"] for row in rows if row["pass"] == "fwd"] == names * 2
+    for row in rows:
+        if row["method"].endswith("+compile"):
+            assert row["compile_s"] > 0 and row["speedup_vs_eager"] > 0 and row["speedup_vs_sdpa"] > 0
+        else:
+            assert math.isnan(row["compile_s"]) and math.isnan(row["speedup_vs_eager"])
+    # the compiled pair's RoPE ratio is taken between the compiled rows
+    assert all(row["rope_over_plain"] > 0 for row in rows if row["method"] == "nala_rope+compile")
+    assert "| nala_rope+compile | non-causal | 40 | fwd+bwd |" in report.compiled_operators_markdown(rows)
+
+
+def test_operator_compile_cli_flag_wires_through(tmp_path, monkeypatch):
+    # the CLI's plumbing only, with torch.compile standing in as the identity
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: seen.append(options) or fn)
+    argv = ["bench", "operators", "--tiny", "--no-memory", "--methods", "nala_rope", "--modes", "causal"]
+    assert main([*argv, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    assert seen and all(options == dict(backend="inductor", dynamic=False) for options in seen)
+    with next((tmp_path / "compiled").glob("operators-*.csv")).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in rows} == {"nala_rope", "sdpa", "nala_rope+compile"}
+    assert all(float(row["compile_s"]) > 0 for row in rows if row["method"] == "nala_rope+compile")
+    assert "### Compiled operators" in next((tmp_path / "compiled").glob("summary-*.md")).read_text()
+    # without --compile: neither the columns nor the table
+    assert main([*argv, "--out", str(tmp_path / "eager")]) == 0
+    with next((tmp_path / "eager").glob("operators-*.csv")).open() as handle:
+        assert "compile_s" not in next(csv.reader(handle))
+    assert "compile_s" not in next((tmp_path / "eager").glob("summary-*.md")).read_text()
+
+
+def test_compile_needs_a_suite_and_a_method_that_use_it():
+    with pytest.raises(ValueError, match="--compile applies to the operators and decoding suites"):
+        main(["--debug", "bench", "vision", "--tiny", "--compile"])
+    with pytest.raises(ValueError, match="compile: methods must include one of"):
+        main(["--debug", "bench", "operators", "--tiny", "--no-memory", "--methods", "elu", "--compile"])
+    with pytest.raises(ValueError, match="only .* are compiled here, got method 'elu'"):
+        operators.build_method("elu", False, 2, 8, torch.device("cpu"), torch.compile)
