@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="operators, decoding: also time torch.compile of the NaLa operator (operators) and of the NaLa model's step"
-        " (decoding) beside the eager rows, compile time apart",
+        help="operators, decoding: also time torch.compile of the NaLa operator (operators) and of the NaLa model's"
+        " step (decoding) beside the eager rows, compile time apart",
     )
     parser.add_argument(
         "--thread-counts",
