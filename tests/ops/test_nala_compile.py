@@ -124,3 +124,38 @@ def test_decoding_step_is_one_graph(backend: str) -> None:
     for logits, reference in zip(_decode(compiled, compiled_cache), expected):
         assert_close(logits, reference, atol=1e-5, rtol=1e-5)
     assert compiled_cache.seen_tokens == eager_cache.seen_tokens == 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("causal", [False, True], ids=["non-causal", "causal"])
+def test_compiled_operator_is_one_block_whatever_the_length(causal: bool, monkeypatch) -> None:
+    # eager, blocks of 64 tokens here; captured, the whole sequence: the graph (and its compilation) does not grow with
+    # the number of blocks, which it did when the loop over blocks was unrolled into it
+    from nalaformer.ops.nala import common
+
+    for name, value in (("SINGLE_BLOCK_ELEMENTS", 64), ("BLOCK_ELEMENTS", 64), ("MIN_BLOCK_ELEMENTS", 64)):
+        monkeypatch.setattr(common, name, value)
+    sizes = []
+
+    def counting(graph_module, example_inputs):
+        modules = [m for m in graph_module.modules() if isinstance(m, torch.fx.GraphModule)]
+        sizes.append(sum(len(m.graph.nodes) for m in modules))
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    for seq_len in (70, 200):  # 2 and 4 eager blocks
+        generator = torch.Generator().manual_seed(seq_len)
+        inputs = [torch.randn(1, seq_len, 1, 6, generator=generator, dtype=torch.float64) for _ in range(3)]
+        inputs = [x.requires_grad_() for x in inputs]
+        rope = tuple(x.double() for x in rope_angles_1d(seq_len, 6))
+
+        def attention(q, k, v, rope=rope):
+            return nala_attention(q, k, v, causal=causal, rope=rope)
+
+        compiled = torch.compile(attention, backend=counting, fullgraph=True, dynamic=False)
+        o, grads = _outputs_and_gradients(compiled, inputs)
+        expected, expected_grads = _outputs_and_gradients(attention, inputs)
+        assert_close(o, expected, atol=1e-12, rtol=1e-10)
+        for grad, expected_grad in zip(grads, expected_grads):
+            assert_close(grad, expected_grad, atol=1e-11, rtol=1e-9)
+    assert len(sizes) == 2 and sizes[0] == sizes[1]

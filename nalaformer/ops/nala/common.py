@@ -33,10 +33,11 @@ SINGLE_BLOCK_ELEMENTS = 1 << 21
 
 def block_length(batch: int, heads: int, features: int, seq_len: int) -> int:
     """Tokens per block: the whole sequence when its features are few, else what the module's constants describe
-    (at least 64 tokens)."""
+    (at least 64 tokens). Under graph capture (torch.compile) always the whole sequence: the loop over blocks would be
+    unrolled into the graph, one copy of every kernel per block, so that its compilation grew with the length."""
     per_token = max(1, batch * heads * features)
     total = seq_len * per_token
-    if total <= SINGLE_BLOCK_ELEMENTS:
+    if total <= SINGLE_BLOCK_ELEMENTS or torch.compiler.is_compiling():
         return seq_len
     elements = min(BLOCK_ELEMENTS, max(MIN_BLOCK_ELEMENTS, total // 16))
     return max(64, elements // per_token)
