@@ -288,16 +288,13 @@ def training_step_case(**cell_fields: Any):
 
 
 def training_step_memory(cell: Cell) -> float:
-    """Peak resident bytes one training step of ``cell`` adds, measured in this process (``nan`` off Linux).
-
-    Reliable in a worker started with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed (:func:`run_cells` does that), so
-    freed tensors leave the heap and a later step cannot reuse them unseen (see ``nalaformer.bench.memory``).
+    """Peak resident bytes one training step of ``cell`` adds (``nan`` where it cannot be measured), in a fresh
+    process with one thread (``nalaformer.bench.memory.peak_memory_bytes``): measured in the process that trained
+    the cell, a step would reuse heap memory freed by training, unseen by the resident set.
     """
-    from nalaformer.bench.memory import measure_cpu_peak_in_process, rss_supported
+    from nalaformer.bench.memory import peak_memory_bytes
 
-    if not rss_supported():
-        return math.nan
-    return measure_cpu_peak_in_process("nalaformer.reproduce.small_training:training_step_case", asdict(cell))
+    return peak_memory_bytes("nalaformer.reproduce.small_training:training_step_case", asdict(cell), threads=1)
 
 
 def _cell_entry(cell: Cell, path: str, memory: bool) -> dict[str, Any]:
@@ -379,7 +376,6 @@ def run_cells(
         the records in the order of ``cells``, for the cells that have one.
     """
     import itertools
-    import os
     import sys
 
     from nalaformer.reproduce.workers import map_in_workers
@@ -403,8 +399,8 @@ def run_cells(
         return deadline is None or time.monotonic() < deadline
 
     if pending and workers <= 1:
-        # in this process (tests, tiny runs): no start-up cost; the memory figure may miss freed heap memory reused.
-        # One thread, as in the workers: small models gain nothing from more, and on a busy machine torch's pool spins
+        # in this process (tests, tiny runs): no start-up cost. One thread, as in the workers: small models gain
+        # nothing from more, and on a busy machine torch's pool spins
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -424,9 +420,6 @@ def run_cells(
                 bar = tqdm(total=len(pending), desc=f"{pending[0].task} cells", unit="cell", dynamic_ncols=True)
             except ImportError:
                 bar = None
-        saved = {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
-        # the workers inherit these at spawn: freed memory goes back to the system (see training_step_memory)
-        os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         try:
             calls = ((c, str(folder / f"{c.name}.json"), memory) for c in itertools.takewhile(in_time, pending))
             for _, record in map_in_workers(_cell_entry, calls, workers=workers):
@@ -434,11 +427,6 @@ def run_cells(
                 if bar is not None:
                     bar.update(1)
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             if bar is not None:
                 bar.close()
     return [records[cell.name] for cell in cells if cell.name in records]
