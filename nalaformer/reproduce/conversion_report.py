@@ -81,7 +81,7 @@ def verdict(a: list[float], n_a: int, b: list[float], n_b: int, higher_is_better
     )
     error = judged["standard_error"]
     if error is None:  # no test; the table still shows the spread there is
-        error = (a[1] ** 2 / n_a + b[1] ** 2 / n_b) ** 0.5
+        error = seeds.difference_spread(a[1], n_a, b[1], n_b)
     word = "one seed: no test" if judged["call"] == "not called" else judged["call"]
     return {"difference": judged["difference"], "standard_error": error, "noise": judged["noise"], "verdict": word}
 

@@ -32,12 +32,18 @@ def mean_std(values: list[float | None]) -> dict[str, Any]:
     }
 
 
+def difference_spread(std_a: float | None, n_a: int, std_b: float | None, n_b: int) -> float:
+    """``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` from whatever spread there is (a missing std counts as 0): the figure a
+    table may show beside a difference even where :func:`standard_error` gives none."""
+    return math.sqrt((std_a or 0.0) ** 2 / n_a + (std_b or 0.0) ** 2 / n_b)
+
+
 def standard_error(std_a: float | None, n_a: int, std_b: float | None, n_b: int) -> float | None:
     """The standard error of the difference of two means, ``sqrt(s_a^2 / n_a + s_b^2 / n_b)``; None with fewer than
     two seeds on either side (no spread to estimate it from)."""
     if n_a < 2 or n_b < 2:
         return None
-    return math.sqrt((std_a or 0.0) ** 2 / n_a + (std_b or 0.0) ** 2 / n_b)
+    return difference_spread(std_a, n_a, std_b, n_b)
 
 
 def noise_threshold(std_a: float | None, n_a: int, std_b: float | None, n_b: int) -> float | None:
@@ -58,8 +64,8 @@ def seed_call(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool = Tru
         raise ValueError("seed_call: both sides need a mean (a result measured on at least one seed)")
     difference = a["mean"] - b["mean"]
     gain = difference if higher_is_better else -difference
-    error = standard_error(a.get("std"), a["n"], b.get("std"), b["n"])
-    noise = None if error is None else STANDARD_ERRORS * error
+    spreads = (a.get("std"), a["n"], b.get("std"), b["n"])
+    error, noise = standard_error(*spreads), noise_threshold(*spreads)
     if noise is None:
         call = "not called"
     elif abs(difference) > noise:
